@@ -1,0 +1,102 @@
+"""xNet assembly (section 3.3): E -> RS -> mixing -> reversed pre-trained D -> PFP -> heads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, resolve
+from .decoder import FPNDecoder, ReversedDecoder
+from .encoder import Encoder
+from .modules import PFP, RS, DenseHeads, LateralLinks, upscale_factor
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class XNet(nn.Module):
+    """One class for every Table-1 row; `cfg` chooses decoder kind, mixing, FP and PFP.
+
+    `forward(image)` takes a normalised (N, 3, H, W) batch and returns a dict with `depth`
+    (N, 1, H, W metres) and/or `semantic` (N, K, H, W logits) at the input resolution.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.rs.hidden_ratio
+        self.encoder = Encoder(cfg.encoder)
+        enc_c, enc_s = self.encoder.channels, self.encoder.strides
+        self.lateral: LateralLinks | None = None
+        self.rs_mix: RS | None = None
+        self.pfp: PFP | None = None
+        self.rs_out: RS | None = None
+
+        if cfg.decoder.kind == "fpn":
+            self.decoder = FPNDecoder(cfg.decoder, enc_c, enc_s)
+            width = cfg.pfp.out_channels or cfg.pfp.channels or self.decoder.channels[0]
+            self.rs_out = RS(self.decoder.channels[0], width, self.decoder.strides[0], hidden)
+        else:
+            self.decoder = ReversedDecoder(cfg.decoder)
+            dec = self.decoder
+            if cfg.mixing == "stem":  # RS(E) has the stem output's shape
+                self.rs_mix = RS(enc_c[-1], dec.stem_channels,
+                                 upscale_factor(enc_s[-1], dec.stem_stride), hidden)
+            else:  # RS(E) is a full-resolution 3-channel map, like the image
+                self.rs_mix = RS(enc_c[-1], 3, upscale_factor(enc_s[-1], 1), hidden)
+            if cfg.feature_pyramid:
+                self.lateral = LateralLinks(enc_c, enc_s, dec.channels[:-1], dec.strides[:-1])
+            width = cfg.pfp.channels or dec.stem_channels
+            if cfg.pfp.enabled:
+                out = cfg.pfp.out_channels or width
+                self.pfp = PFP(dec.channels, dec.strides, width, out, cfg.pfp.scale, hidden)
+                width = out
+            else:  # +Rev rows: the last stage output straight to full resolution
+                self.rs_out = RS(dec.channels[-1], width, dec.strides[-1], hidden)
+        self.heads = DenseHeads(
+            width,
+            cfg.depth.max_depth if cfg.depth else None,
+            cfg.semantic.num_classes if cfg.semantic else None,
+        )
+
+    def mix(self, e: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Section 3.2: mix the encoder's last feature map into the decoder's image path."""
+        stem = self.decoder.stem
+        if self.cfg.mixing == "stem":  # xNet: RS(E) * D.stem(I)
+            s = stem(image)
+            return self.rs_mix(e, s.shape[-2:]) * s
+        if self.cfg.mixing == "image":  # xNet-I: D.stem(RS(E) * I)
+            return stem(self.rs_mix(e, image.shape[-2:]) * image)
+        return stem(self.rs_mix(e, image.shape[-2:]))  # no mixing: D.stem(RS(E))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = image.shape[-2:]
+        enc = self.encoder(image)
+        if isinstance(self.decoder, FPNDecoder):
+            return self.heads(self.rs_out(self.decoder(enc), size))
+        stages = self.decoder(self.mix(enc[-1], image), self.lateral, enc)
+        y = self.pfp(stages, size) if self.pfp is not None else self.rs_out(stages[-1], size)
+        return self.heads(y)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write `model.safetensors` + `config.json`; `load_model(directory)` rebuilds it."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "xnet_config": self.cfg.to_json()})
+        tmp.replace(directory / WEIGHTS_FILE)
+        doc = {"model": self.cfg.to_dict(), **(extra or {})}
+        (directory / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
+        return directory
+
+
+def build_model(spec=None, **overrides) -> XNet:
+    """Build an xNet from a variant name, config file, dict or `ModelConfig` (config.resolve)."""
+    return XNet(resolve(spec, **overrides))

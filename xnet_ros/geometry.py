@@ -1,0 +1,271 @@
+"""Pinhole intrinsics, depth backprojection and PointCloud2 packing, without rclpy.
+
+Points are in the REP 103 camera optical frame: x right, y down, z forward (metres).
+Pixel coordinates follow the ROS/OpenCV convention: the centre of pixel (u, v) is at the
+integer coordinates (u, v), so the image spans [-0.5, width - 0.5] horizontally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# sensor_msgs/PointField datatype constants.
+INT8 = 1
+UINT8 = 2
+INT16 = 3
+UINT16 = 4
+INT32 = 5
+UINT32 = 6
+FLOAT32 = 7
+FLOAT64 = 8
+
+_FIELD_DTYPES: dict[int, str] = {
+    INT8: "i1",
+    UINT8: "u1",
+    INT16: "i2",
+    UINT16: "u2",
+    INT32: "i4",
+    UINT32: "u4",
+    FLOAT32: "f4",
+    FLOAT64: "f8",
+}
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @classmethod
+    def from_camera_info(cls, msg: Any) -> Intrinsics:
+        """Read a sensor_msgs/CameraInfo (``k`` in ROS 2, ``K`` in ROS 1 style messages)."""
+        k = getattr(msg, "k", None)
+        if k is None:
+            k = getattr(msg, "K", None)
+        if k is None:
+            raise ValueError("camera info has no intrinsic matrix field 'k' or 'K'")
+        k = np.asarray(k, dtype=np.float64).reshape(-1)
+        if k.size != 9:
+            raise ValueError(f"camera info intrinsic matrix has {k.size} values, expected 9")
+        width, height = int(msg.width), int(msg.height)
+        if k[0] <= 0 or k[4] <= 0:
+            raise ValueError(
+                f"camera is uncalibrated: fx={k[0]}, fy={k[4]} in camera info (need > 0)"
+            )
+        if width <= 0 or height <= 0:
+            raise ValueError(f"camera info has no image size: width={width}, height={height}")
+        return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]), width, height)
+
+    def scaled(self, new_width: int, new_height: int) -> Intrinsics:
+        """Intrinsics of the same camera after resizing the image to new_width x new_height.
+
+        Image edges (-0.5 and size - 0.5) map onto each other, hence cx' = (cx + 0.5)*sx - 0.5.
+        """
+        sx = new_width / self.width
+        sy = new_height / self.height
+        return Intrinsics(
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=(self.cx + 0.5) * sx - 0.5,
+            cy=(self.cy + 0.5) * sy - 0.5,
+            width=int(new_width),
+            height=int(new_height),
+        )
+
+    def to_camera_info_fields(self) -> dict[str, Any]:
+        """Fields of a rectified sensor_msgs/CameraInfo with these intrinsics."""
+        fx, fy, cx, cy = self.fx, self.fy, self.cx, self.cy
+        return {
+            "width": self.width,
+            "height": self.height,
+            "distortion_model": "plumb_bob",
+            "d": [],
+            "k": [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+            "r": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            "p": [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+        }
+
+
+def backproject(depth: np.ndarray, intr: Intrinsics, stride: int = 1) -> np.ndarray:
+    """Back-project a (H, W) depth image in metres into (H', W', 3) float32 optical-frame points.
+
+    Uses every ``stride``-th pixel (starting at 0) in both directions. Invalid depth (NaN,
+    inf, <= 0) gives NaN points.
+    """
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be 2-D (H, W), got shape {depth.shape}")
+    if depth.shape != (intr.height, intr.width):
+        raise ValueError(
+            f"depth shape {depth.shape} does not match intrinsics {intr.height}x{intr.width}; "
+            "use Intrinsics.scaled() first"
+        )
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    z = depth[::stride, ::stride].astype(np.float32)
+    z[~(np.isfinite(z) & (z > 0))] = np.nan
+    u = np.arange(0, intr.width, stride, dtype=np.float32)
+    v = np.arange(0, intr.height, stride, dtype=np.float32)
+    x_per_z = (u - np.float32(intr.cx)) / np.float32(intr.fx)
+    y_per_z = (v - np.float32(intr.cy)) / np.float32(intr.fy)
+    points = np.empty(z.shape + (3,), dtype=np.float32)
+    np.multiply(z, x_per_z[None, :], out=points[..., 0])
+    np.multiply(z, y_per_z[:, None], out=points[..., 1])
+    points[..., 2] = z
+    return points
+
+
+@dataclass
+class PointCloudData:
+    """Everything a sensor_msgs/PointCloud2 needs besides the header (little-endian)."""
+
+    height: int
+    width: int
+    fields: list[tuple[str, int, int, int]]  # (name, offset, datatype, count)
+    point_step: int
+    row_step: int
+    is_dense: bool
+    data: bytes
+    is_bigendian: bool = False
+
+
+def pack_pointcloud(
+    xyz: np.ndarray,
+    rgb: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    organized: bool,
+    max_range: float | None = None,
+) -> PointCloudData:
+    """Pack points (+ colour, + class label) into PointCloud2 layout.
+
+    Layout: x, y, z FLOAT32 at 0/4/8; ``rgb`` FLOAT32 at 12 holding the 0x00RRGGBB bits
+    (PCL/RViz convention); ``label`` UINT16 at 16 followed by 2 zero padding bytes. point_step
+    is 20, 16 without labels (or without rgb, the label then sits at 12) and 12 with neither.
+
+    Points that are non-finite or whose z exceeds ``max_range`` (z rather than euclidean
+    range, matching what a depth image measures) are invalid: ``organized`` keeps the HxW grid
+    with NaN xyz (is_dense False if any); otherwise they are dropped (height 1, is_dense True).
+    """
+    if xyz.ndim != 3 or xyz.shape[2] != 3:
+        raise ValueError(f"xyz must have shape (H, W, 3), got {xyz.shape}")
+    height, width = xyz.shape[:2]
+    if rgb is not None and (rgb.shape != (height, width, 3) or rgb.dtype != np.uint8):
+        raise ValueError(f"rgb must be ({height}, {width}, 3) uint8, got {rgb.dtype} {rgb.shape}")
+    if labels is not None and labels.shape != (height, width):
+        raise ValueError(f"labels must have shape ({height}, {width}), got {labels.shape}")
+    if labels is not None:
+        labels = _as_uint16_labels(labels)
+
+    fields = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
+    if rgb is not None:
+        fields.append(("rgb", 12, FLOAT32, 1))
+    label_offset = 12 + 4 * len(fields[3:])
+    if labels is not None:
+        fields.append(("label", label_offset, UINT16, 1))
+    point_step = 12 + 4 * len(fields[3:])
+
+    n = height * width
+    xyz_flat = xyz.reshape(n, 3)
+    valid = np.isfinite(xyz_flat).all(axis=1)
+    if max_range is not None:
+        valid &= xyz_flat[:, 2] <= max_range
+    all_valid = bool(valid.all())
+    rgb_flat = rgb.reshape(n, 3) if rgb is not None else None
+    labels_flat = labels.reshape(n) if labels is not None else None
+    if not organized and not all_valid:
+        xyz_flat = xyz_flat[valid]
+        rgb_flat = rgb_flat[valid] if rgb_flat is not None else None
+        labels_flat = labels_flat[valid] if labels_flat is not None else None
+        n = xyz_flat.shape[0]
+
+    # Zeroed buffer (calloc) so padding bytes are deterministic; fields are written via views.
+    raw = np.zeros((n, point_step), dtype=np.uint8)
+    raw.view("<f4")[:, :3] = xyz_flat
+    if organized and not all_valid:
+        raw.view("<f4")[~valid, :3] = np.nan
+    if rgb_flat is not None:
+        raw[:, 12] = rgb_flat[:, 2]  # little-endian 0x00RRGGBB: bytes B, G, R, 0
+        raw[:, 13] = rgb_flat[:, 1]
+        raw[:, 14] = rgb_flat[:, 0]
+    if labels_flat is not None:
+        raw.view("<u2")[:, label_offset // 2] = labels_flat
+
+    out_height, out_width = (height, width) if organized else (1, n)
+    return PointCloudData(
+        height=out_height,
+        width=out_width,
+        fields=fields,
+        point_step=point_step,
+        row_step=point_step * out_width,
+        is_dense=all_valid or not organized,
+        data=raw.tobytes(),
+    )
+
+
+def _as_uint16_labels(labels: np.ndarray) -> np.ndarray:
+    if labels.dtype in (np.uint8, np.uint16):
+        return labels
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 65535):
+        raise ValueError(
+            f"labels must lie in [0, 65535] for the UINT16 field, got "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+    return labels.astype(np.uint16)
+
+
+def unpack_pointcloud(
+    data: bytes,
+    fields: Sequence[Any],
+    point_step: int,
+    height: int,
+    width: int,
+    is_bigendian: bool = False,
+) -> dict[str, np.ndarray]:
+    """Decode PointCloud2 data into name -> (height, width[, count]) arrays.
+
+    ``fields`` holds (name, offset, datatype, count) tuples or PointField-like objects.
+    """
+    order = ">" if is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for field in fields:
+        if isinstance(field, tuple):
+            name, offset, datatype, count = field
+        else:
+            name, offset, datatype, count = field.name, field.offset, field.datatype, field.count
+        if datatype not in _FIELD_DTYPES:
+            raise ValueError(f"field {name!r} has unknown PointField datatype {datatype}")
+        names.append(name)
+        base = order + _FIELD_DTYPES[datatype]
+        formats.append(base if count == 1 else (base, (int(count),)))
+        offsets.append(int(offset))
+    dtype = np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": int(point_step)}
+    )
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(_bytes_like(data), np.uint8)
+    expected = point_step * height * width
+    if buf.size < expected:
+        raise ValueError(f"point cloud data has {buf.size} bytes, expected {expected}")
+    points = buf[:expected].view(dtype).reshape(height, width)
+    return {name: points[name].astype(points[name].dtype.newbyteorder("=")) for name in names}
+
+
+def _bytes_like(data: Any) -> Any:
+    return bytes(data) if isinstance(data, (list, tuple)) else memoryview(data).cast("B")
+
+
+def unpack_rgb(rgb_field: np.ndarray) -> np.ndarray:
+    """The FLOAT32 ``rgb`` field (0x00RRGGBB bits) -> (..., 3) uint8 RGB."""
+    packed = np.ascontiguousarray(rgb_field, dtype=np.float32).view(np.uint32)
+    return np.stack(
+        [(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF], axis=-1
+    ).astype(np.uint8)
