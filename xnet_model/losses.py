@@ -83,7 +83,8 @@ class MultiTaskLoss(nn.Module):
         self.weights = dict(weights or {})
         unknown = sorted(set(self.weights) - set(TASK_TARGET_KEYS))
         if unknown:
-            raise ValueError(f"weights: unknown task(s) {unknown}; known: {list(TASK_TARGET_KEYS)}")
+            known = list(TASK_TARGET_KEYS)
+            raise ValueError(f"weights: unknown task(s) {unknown}; known: {known}")
         self.depth = depth if depth is not None else SILogLoss()
         self.semantic = semantic if semantic is not None else SegmentationCELoss()
 

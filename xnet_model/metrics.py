@@ -139,7 +139,8 @@ class DepthMetricAccumulator:
 
     def compute(self) -> dict[str, float]:
         """Mean of each metric over the images seen, plus 'count' (NaN means when count is 0)."""
-        means = {key: (s / self.count if self.count else math.nan) for key, s in self._sums.items()}
+        means = {key: total / self.count if self.count else math.nan
+                 for key, total in self._sums.items()}
         return {**means, "count": self.count}
 
 

@@ -82,13 +82,19 @@ class XNet(nn.Module):
         return self.heads(y)
 
     # ---- persistence ------------------------------------------------------------------------
-    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write `model.safetensors` + `config.json`; `load_model(directory)` rebuilds it."""
+    def save(self, directory: str | Path, extra: dict | None = None,
+             half: bool = False) -> Path:
+        """Write `model.safetensors` + `config.json`; `load_model(directory)` rebuilds it.
+
+        `half` stores floating tensors as fp16 (half the size; loading casts back to fp32).
+        """
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "xnet_config": self.cfg.to_json()})
         tmp.replace(directory / WEIGHTS_FILE)

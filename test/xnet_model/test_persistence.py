@@ -1,0 +1,84 @@
+"""save -> load_model: bit-identical outputs, no network, clear errors for broken directories."""
+
+import json
+
+import pytest
+import torch
+from tiny import TINY
+
+from xnet_model import ConfigError, WeightsError, build_model, load_model, model_digest
+from xnet_model.xnet import CONFIG_FILE, WEIGHTS_FILE
+
+
+@pytest.mark.parametrize("row", ["xnet", "fpn", "xnet_i"])
+def test_save_load_is_bit_identical(tmp_path, row):
+    torch.manual_seed(0)
+    model = build_model(TINY, ablation=row).eval()
+    model.save(tmp_path)
+    assert (tmp_path / WEIGHTS_FILE).is_file() and (tmp_path / CONFIG_FILE).is_file()
+    loaded = load_model(tmp_path)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert loaded.cfg == model.cfg
+
+
+def test_load_never_downloads_even_if_the_config_asked_for_pretrained(tmp_path, monkeypatch):
+    model = build_model(TINY)
+    model.cfg.decoder.pretrained = True  # as if it had been trained from hub weights
+    model.save(tmp_path)
+    import timm
+
+    real = timm.create_model
+
+    def no_hub(*args, **kwargs):
+        assert not kwargs.get("pretrained"), "load_model must not fetch weights"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", no_hub)
+    load_model(tmp_path)
+
+
+def test_half_precision_save_is_half_the_size_and_close(tmp_path):
+    model = build_model(TINY).eval()
+    model.save(tmp_path / "fp32")
+    model.save(tmp_path / "fp16", half=True)
+    s32 = (tmp_path / "fp32" / WEIGHTS_FILE).stat().st_size
+    s16 = (tmp_path / "fp16" / WEIGHTS_FILE).stat().st_size
+    assert s16 < 0.55 * s32
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        d = (model(x)["depth"] - load_model(tmp_path / "fp16")(x)["depth"]).abs().max()
+    assert d < 1e-2
+
+
+def test_broken_model_directories(tmp_path):
+    with pytest.raises(WeightsError, match="not a saved xNet model directory"):
+        load_model(tmp_path)
+    build_model(TINY).save(tmp_path)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"corrupt")
+    with pytest.raises(WeightsError, match="cannot read checkpoint"):
+        load_model(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupt model config"):
+        load_model(tmp_path)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    build_model(TINY).save(tmp_path)
+    doc = json.loads((tmp_path / CONFIG_FILE).read_text())
+    doc["model"]["semantic"]["num_classes"] = 7
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(doc))
+    with pytest.raises(WeightsError, match="heads.semantic.weight"):
+        load_model(tmp_path)
+
+
+def test_digest_changes_with_weights(tmp_path):
+    torch.manual_seed(0)
+    build_model(TINY).save(tmp_path / "a")
+    build_model(TINY).save(tmp_path / "b")
+    assert model_digest(tmp_path / "a") == model_digest(tmp_path / "a")
+    assert model_digest(tmp_path / "a") != model_digest(tmp_path / "b")

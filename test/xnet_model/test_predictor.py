@@ -1,0 +1,91 @@
+"""Predictor on the real fixture images: shapes, dtypes, resolution, BGR, batches, errors."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from tiny import TINY
+
+from xnet_model import Predictor, build_model
+
+NYU = "nyu/mmseg_pseudo_nyu/images/bookstore_0001d_00001.jpg"
+KITTI = "kitti/KITTI_tiny/2011_09_26/2011_09_26_drive_0023_sync/image_02/data/0000000000.png"
+ADE = "ade20k/images/validation/ADE_val_00000001.jpg"
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model")
+    build_model(TINY, data={"input_size": [96, 128]}).save(d)
+    return Predictor(d)
+
+
+def read_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.parametrize(("rel", "shape"), [(NYU, (120, 160)), (KITTI, (375, 1242)), (ADE, None)])
+def test_real_images_come_back_at_input_resolution(predictor, fixtures_dir, rel, shape):
+    image = read_rgb(fixtures_dir / rel)
+    if shape is not None:
+        assert image.shape[:2] == shape
+    pred = predictor.predict(image)
+    assert pred.depth.shape == image.shape[:2] and pred.depth.dtype == np.float32
+    assert pred.labels.shape == image.shape[:2] and pred.labels.dtype == np.uint8
+    assert np.isfinite(pred.depth).all()
+    assert 0 < pred.depth.min() and pred.depth.max() <= 10.0
+    assert pred.labels.max() < 5
+    assert set(pred.timings) == {"pre_ms", "infer_ms", "post_ms"}
+
+
+def test_network_resolution_output_equals_direct_model_call(predictor):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    pred = predictor.predict(image)
+    x = (image.astype(np.float32) / 255 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array(
+        [0.229, 0.224, 0.225], np.float32)
+    with torch.no_grad():
+        out = predictor.backend.model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
+    np.testing.assert_allclose(pred.depth, out["depth"][0, 0].numpy(), atol=1e-5)
+    assert (pred.labels == out["semantic"][0].argmax(0).numpy()).mean() > 0.999
+
+
+def test_bgr_flag_equals_rgb_input(predictor):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    a = predictor.predict(rgb)
+    b = predictor.predict(np.ascontiguousarray(rgb[..., ::-1]), bgr=True)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_batch_equals_single_calls(predictor):
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(96, 128, 3), (50, 70, 3)]]
+    batch = predictor.predict_batch(images)
+    for image, pred in zip(images, batch):
+        single = predictor.predict(image)
+        assert pred.depth.shape == image.shape[:2]
+        np.testing.assert_allclose(pred.depth, single.depth, atol=1e-4)
+
+
+def test_large_class_count_uses_uint16(tmp_path):
+    build_model(TINY, semantic={"num_classes": 300}, data={"input_size": [64, 64]}).save(tmp_path)
+    pred = Predictor(tmp_path).predict(np.zeros((40, 50, 3), np.uint8))
+    assert pred.labels.dtype == np.uint16 and pred.labels.shape == (40, 50)
+
+
+def test_without_input_size_rounds_to_the_stride(tmp_path):
+    build_model(TINY, semantic=None).save(tmp_path)
+    p = Predictor(tmp_path)
+    assert p.network_size(375, 1242) == (384, 1248)
+    pred = p.predict(np.zeros((37, 45, 3), np.uint8))
+    assert pred.labels is None and pred.depth.shape == (37, 45)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32),
+                                 np.zeros((10, 10, 4), np.uint8)])
+def test_bad_images_are_rejected(predictor, bad):
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        predictor.predict(bad)

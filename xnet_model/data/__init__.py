@@ -1,0 +1,1 @@
+"""Datasets and paired transforms (import the submodules directly)."""
