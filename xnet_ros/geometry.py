@@ -163,7 +163,7 @@ def pack_pointcloud(
     if labels is not None and labels.shape != (height, width):
         raise ValueError(f"labels must have shape ({height}, {width}), got {labels.shape}")
     if labels is not None:
-        labels = _as_uint16_labels(labels)
+        _check_labels(labels)
 
     fields = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
     if rgb is not None:
@@ -195,7 +195,9 @@ def pack_pointcloud(
     words = cv2.merge(planes) if len(planes) > 1 else xyz.copy()
     if organized and not all_valid:
         # +0 for valid points, +NaN for invalid ones: SIMD adds, unlike np.where or masks.
-        nan_or_zero = ((~valid).astype(np.uint32) * np.uint32(0x7FC00000)).view(np.float32)
+        nan_bits = np.invert(valid).astype(np.uint32)
+        nan_bits *= np.uint32(0x7FC00000)
+        nan_or_zero = nan_bits.view(np.float32)
         columns = words.reshape(height * width, -1)
         for axis in range(3):
             np.add(columns[:, axis], nan_or_zero.reshape(-1), out=columns[:, axis])
@@ -216,9 +218,9 @@ def pack_pointcloud(
     )
 
 
-def _as_uint16_labels(labels: np.ndarray) -> np.ndarray:
+def _check_labels(labels: np.ndarray) -> None:
     if labels.dtype in (np.uint8, np.uint16):
-        return labels
+        return
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() > 65535):
@@ -226,7 +228,6 @@ def _as_uint16_labels(labels: np.ndarray) -> np.ndarray:
             f"labels must lie in [0, 65535] for the UINT16 field, got "
             f"[{labels.min()}, {labels.max()}]"
         )
-    return labels.astype(np.uint16)
 
 
 def unpack_pointcloud(
