@@ -117,7 +117,7 @@ def to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
     """Convert an array decoded with ``encoding`` to contiguous HxWx3 uint8 RGB.
 
     mono16/16UC1 keep the high byte (full 16-bit range -> 8 bit). 32FC1 has no colour meaning
-    and is rejected.
+    and is rejected. For rgb8 the (contiguous) input itself is returned, not a copy.
     """
     encoding_info(encoding)
     if encoding not in _TO_RGB_CODES:

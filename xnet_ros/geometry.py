@@ -7,6 +7,7 @@ integer coordinates (u, v), so the image spans [-0.5, width - 0.5] horizontally.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,16 +111,20 @@ def backproject(depth: np.ndarray, intr: Intrinsics, stride: int = 1) -> np.ndar
         )
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    z = depth[::stride, ::stride].astype(np.float32)
-    z[~(np.isfinite(z) & (z > 0))] = np.nan
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise ValueError(f"depth must be floating-point metres, got {depth.dtype}")
+    depth = depth[::stride, ::stride]
+    valid = (depth > 0) & (depth < np.inf)  # NaN compares False
     u = np.arange(0, intr.width, stride, dtype=np.float32)
     v = np.arange(0, intr.height, stride, dtype=np.float32)
     x_per_z = (u - np.float32(intr.cx)) / np.float32(intr.fx)
     y_per_z = (v - np.float32(intr.cy)) / np.float32(intr.fy)
-    points = np.empty(z.shape + (3,), dtype=np.float32)
+    points = np.empty(depth.shape + (3,), dtype=np.float32)
+    z = points[..., 2]
+    np.copyto(z, depth, casting="same_kind")
+    np.copyto(z, np.float32(np.nan), where=~valid)
     np.multiply(z, x_per_z[None, :], out=points[..., 0])
     np.multiply(z, y_per_z[:, None], out=points[..., 1])
-    points[..., 2] = z
     return points
 
 
@@ -178,10 +183,12 @@ def pack_pointcloud(
 
     # Every field occupies one 4-byte word, so the cloud is a cv2.merge of float32 planes
     # holding the raw bits (merge copies bits, never converts): far faster than numpy writes
-    # into a strided structured array, and it allocates few large temporaries.
+    # into a strided structured array.
     xyz = np.asarray(xyz, dtype=np.float32)
     z = xyz[..., 2]
-    valid = np.isfinite(xyz[..., 0] + xyz[..., 1] + z)  # a sum is finite only if all three are
+    scratch = np.add(xyz[..., 0], xyz[..., 1])
+    np.add(scratch, z, out=scratch)
+    valid = np.isfinite(scratch)  # a sum is finite only if all three terms are
     if max_range is not None:
         valid &= z <= max_range
     all_valid = bool(valid.all())
@@ -192,15 +199,20 @@ def pack_pointcloud(
         planes.append(packed.view(np.float32))
     if labels is not None:
         planes.append(labels.astype(np.uint32).view(np.float32))  # uint16 + 2 zero bytes
-    words = cv2.merge(planes) if len(planes) > 1 else xyz.copy()
+    words = _workspace(height * width * point_step).view(np.float32)
+    words = words.reshape(height, width, point_step // 4)
+    if len(planes) > 1:
+        cv2.merge(planes, words)
+    else:
+        words[...] = xyz
     if organized and not all_valid:
         # +0 for valid points, +NaN for invalid ones: SIMD adds, unlike np.where or masks.
-        nan_bits = np.invert(valid).astype(np.uint32)
-        nan_bits *= np.uint32(0x7FC00000)
-        nan_or_zero = nan_bits.view(np.float32)
+        nan_bits = scratch.view(np.uint32)
+        np.multiply(np.invert(valid), np.uint32(0x7FC00000), out=nan_bits)
+        nan_or_zero = scratch.reshape(-1)
         columns = words.reshape(height * width, -1)
         for axis in range(3):
-            np.add(columns[:, axis], nan_or_zero.reshape(-1), out=columns[:, axis])
+            np.add(columns[:, axis], nan_or_zero, out=columns[:, axis])
     points = words.reshape(-1).view(np.dtype((np.void, point_step)))
     if not organized and not all_valid:
         points = np.take(points, np.flatnonzero(valid))
@@ -216,6 +228,21 @@ def pack_pointcloud(
         is_dense=all_valid or not organized,
         data=points.tobytes(),
     )
+
+
+_WORKSPACES = threading.local()
+
+
+def _workspace(nbytes: int) -> np.ndarray:
+    """A per-thread scratch buffer reused across frames.
+
+    Allocating a fresh multi-MB buffer per frame lets glibc hand the pages back to the OS and
+    fault them in again on every call, which costs more than the packing itself in a VM.
+    """
+    buffer = getattr(_WORKSPACES, "buffer", None)
+    if buffer is None or buffer.size != nbytes:
+        buffer = _WORKSPACES.buffer = np.empty(nbytes, dtype=np.uint8)
+    return buffer
 
 
 def _check_labels(labels: np.ndarray) -> None:

@@ -134,6 +134,15 @@ def test_backproject_rejects_mismatched_shape() -> None:
         backproject(np.ones((4, 4), np.float32), Intrinsics(1, 1, 0, 0, 8, 8))
     with pytest.raises(ValueError, match="stride"):
         backproject(np.ones((4, 4), np.float32), Intrinsics(1, 1, 0, 0, 4, 4), stride=0)
+    with pytest.raises(ValueError, match="metres"):
+        backproject(np.ones((4, 4), np.uint16), Intrinsics(1, 1, 0, 0, 4, 4))
+
+
+def test_backproject_float64_depth() -> None:
+    depth = np.full((2, 2), 2.0)
+    points = backproject(depth, Intrinsics(1.0, 1.0, 0.0, 0.0, 2, 2))
+    assert points.dtype == np.float32
+    np.testing.assert_array_equal(points[1, 1], [2.0, 2.0, 2.0])
 
 
 def synthetic_cloud(height: int = 4, width: int = 5):
@@ -218,6 +227,17 @@ def test_dense_drops_invalid_points() -> None:
     np.testing.assert_array_equal(out["label"][0], labels[keep])
     without_range = pack_pointcloud(xyz, rgb, labels, organized=False)
     assert without_range.width == 18
+
+
+def test_successive_calls_do_not_share_data() -> None:
+    xyz, rgb, labels = synthetic_cloud()
+    first = pack_pointcloud(xyz, rgb, labels, organized=True)
+    snapshot = bytes(first.data)
+    pack_pointcloud(xyz + 1, rgb, labels, organized=True)
+    pack_pointcloud(xyz[:2], rgb[:2], labels[:2], organized=True)
+    assert first.data == snapshot
+    out = unpack_pointcloud(first.data, first.fields, first.point_step, 4, 5)
+    np.testing.assert_array_equal(out["x"], xyz[..., 0])
 
 
 def test_dense_with_no_valid_points_is_empty() -> None:

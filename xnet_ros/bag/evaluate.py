@@ -1,0 +1,407 @@
+"""`xnet bag eval`: the model's predictions against ground truth stored in a bag.
+
+Each image is paired with a GT depth image (32FC1 metres, or 16UC1/mono16 millimetres) and/or a
+GT label image (mono8/mono16, 255 = ignore) by header stamp: equal stamps (`exact`), or the
+closest stamp within a tolerance (`nearest`). Depth metrics (`xnet_model.metrics.depth_metrics`)
+are computed per image and averaged over images, segmentation is accumulated over the dataset.
+Frames without GT are counted and listed, never dropped silently.
+
+The bag is read in one pass: images wait (with their prediction) until every GT topic has moved
+past their stamp plus the tolerance, so stamps are assumed to grow with bag time, roughly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from xnet_model.metrics import (
+    DEPTH_CROPS,
+    DEPTH_METRIC_KEYS,
+    SegmentationMetric,
+    crop_mask,
+    depth_metrics,
+)
+
+from ..colorize import default_palette
+from ..conversions import image_to_array
+from .infer import IMAGE_TYPES, image_rgb
+from .io import IMAGE, BagError, BagReader, BagReadError, progress_bar, read_ahead, stamp_ns
+from .report import ReportWriter
+
+log = logging.getLogger(__name__)
+
+DEPTH_SCALES = {"32FC1": 1.0, "16UC1": 1e-3, "mono16": 1e-3}  # GT encoding -> metres per unit
+LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
+MATCH_MODES = ("exact", "nearest")
+MAX_WAITING = 64  # images held for their GT before they are evaluated with what has arrived
+MAX_BUFFERED_GT = 64  # GT messages held per topic
+ERROR_SAMPLES_PER_FRAME = 4000  # pixels per frame kept for the error histogram
+MAX_LOGGED_FAILURES = 3
+
+
+@dataclass
+class EvalOptions:
+    image_topic: str
+    depth_topic: str | None = None
+    labels_topic: str | None = None
+    match: str = "exact"
+    tolerance_ms: float = 20.0  # `nearest` only
+    crop: str | None = None
+    min_depth: float = 1e-3
+    max_depth: float | None = None  # None: the model's depth range (80 m without one)
+    num_panels: int = 4
+    every: int = 1
+    read_ahead: int = 4
+    quiet: bool = False
+
+
+def gt_depth_metres(msg: Any) -> np.ndarray:
+    """A GT depth Image in metres (float32); 0 / NaN stay invalid."""
+    scale = DEPTH_SCALES.get(msg.encoding)
+    if scale is None:
+        raise ValueError(f"GT depth encoding {msg.encoding!r} is not one of "
+                         f"{', '.join(DEPTH_SCALES)}")
+    depth = image_to_array(msg)
+    if scale == 1.0:
+        return depth
+    return depth.astype(np.float32) * np.float32(scale)
+
+
+def gt_labels(msg: Any) -> np.ndarray:
+    if msg.encoding not in LABEL_ENCODINGS:
+        raise ValueError(f"GT label encoding {msg.encoding!r} is not one of "
+                         f"{', '.join(LABEL_ENCODINGS)}")
+    return image_to_array(msg)
+
+
+class StampMatcher:
+    """GT arrays by header stamp, paired with image stamps (exact, or nearest within tolerance)."""
+
+    def __init__(self, tolerance_ns: int, nearest: bool):
+        self.tolerance_ns = tolerance_ns if nearest else 0
+        self.nearest = nearest
+        self.items: dict[int, np.ndarray] = {}
+        self.latest: int | None = None
+
+    def add(self, stamp: int, value: np.ndarray) -> None:
+        self.items[stamp] = value
+        self.latest = stamp if self.latest is None else max(self.latest, stamp)
+        if len(self.items) > MAX_BUFFERED_GT:
+            del self.items[min(self.items)]
+
+    def settled(self, stamp: int) -> bool:
+        """No later GT message can give `stamp` a better match."""
+        return stamp in self.items or (self.latest is not None and
+                                       self.latest > stamp + self.tolerance_ns)
+
+    def match(self, stamp: int) -> tuple[int, np.ndarray] | None:
+        if stamp in self.items:
+            return stamp, self.items[stamp]
+        if not self.nearest or not self.items:
+            return None
+        best = min(self.items, key=lambda s: abs(s - stamp))
+        return (best, self.items[best]) if abs(best - stamp) <= self.tolerance_ns else None
+
+    def prune(self, before: int) -> None:
+        for stamp in [s for s in self.items if s < before - self.tolerance_ns]:
+            del self.items[stamp]
+
+
+@dataclass
+class WaitingFrame:
+    index: int
+    stamp: int
+    timestamp: int
+    depth: np.ndarray | None
+    labels: np.ndarray | None
+    rgb: np.ndarray | None  # kept only for frames that get a panel
+
+
+@dataclass
+class Tally:
+    counts: Counter[str] = field(default_factory=Counter)
+    depth_sums: dict[str, float] = field(default_factory=dict)
+    depth_frames: int = 0
+    errors: list[np.ndarray] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BagEvaluation:
+    def __init__(self, predictor: Any, opts: EvalOptions):
+        if opts.match not in MATCH_MODES:
+            raise BagError(f"--match must be one of {', '.join(MATCH_MODES)}")
+        if opts.crop not in DEPTH_CROPS:
+            raise BagError(f"--crop must be one of none, {', '.join(map(str, DEPTH_CROPS[1:]))}")
+        if not (opts.depth_topic or opts.labels_topic):
+            raise BagError("give a GT topic: --depth-topic and/or --labels-topic")
+        if opts.every < 1:
+            raise BagError(f"--every must be >= 1, got {opts.every}")
+        tasks = set(predictor.cfg.tasks)
+        if opts.depth_topic and "depth" not in tasks:
+            raise BagError(f"--depth-topic given but model {predictor.cfg.name} predicts no depth")
+        if opts.labels_topic and "semantic" not in tasks:
+            raise BagError(f"--labels-topic given but model {predictor.cfg.name} has no "
+                           "semantic head")
+        self.predictor, self.opts = predictor, opts
+        depth_cfg = getattr(predictor.cfg, "depth", None)
+        self.max_depth = opts.max_depth or float(getattr(depth_cfg, "max_depth", 0) or 80.0)
+        if not self.max_depth > opts.min_depth:
+            raise BagError(f"need --max-depth > --min-depth, got {opts.min_depth} and "
+                           f"{self.max_depth}")
+        self.num_classes = predictor.num_classes
+        semantic = predictor.cfg.semantic
+        self.class_names = list(semantic.class_names or []) if semantic else []
+        self.palette = (np.asarray(semantic.palette, dtype=np.uint8) if semantic and
+                        semantic.palette else default_palette(max(self.num_classes, 1)))
+        self.segmentation = (SegmentationMetric(self.num_classes, ignore_index=255)
+                             if opts.labels_topic else None)
+        self.tally = Tally()
+        self.rng = np.random.default_rng(0)
+
+    def run(self, bag_path: str | Path, report_dir: str | Path) -> dict[str, Any]:
+        start = time.perf_counter()
+        opts = self.opts
+        read_error = None
+        with BagReader(bag_path) as bag:
+            image = bag.topic(opts.image_topic, IMAGE_TYPES, "image")
+            gt_topics = {kind: bag.topic(name, [IMAGE], f"GT {kind}")
+                         for kind, name in (("depth", opts.depth_topic),
+                                            ("labels", opts.labels_topic)) if name}
+            nearest = opts.match == "nearest"
+            tolerance_ns = int(round(opts.tolerance_ms * 1e6))
+            self.matchers = {kind: StampMatcher(tolerance_ns, nearest) for kind in gt_topics}
+            frames_total = (None if image.count is None
+                            else math.ceil(image.count / opts.every))
+            self.panel_indices = _panel_positions(frames_total, opts.num_panels)
+            self.report = report = ReportWriter(report_dir)
+            try:
+                self._stream(bag, image, gt_topics, frames_total)
+            except BagReadError as exc:
+                read_error = str(exc)
+                log.error("%s", exc)
+            except KeyboardInterrupt:
+                read_error = "interrupted"
+            for frame in self._drain_all():
+                self._evaluate(frame)
+        doc = self._document(bag_path, read_error, time.perf_counter() - start)
+        report.write(doc, self.tally.frames, self.tally.errors)
+        return doc
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _stream(self, bag: BagReader, image: Any, gt_topics: dict[str, Any],
+                frames_total: int | None) -> None:
+        kinds = {topic.name: kind for kind, topic in gt_topics.items()}
+        self.waiting: deque[WaitingFrame] = deque()
+        self.taken = 0  # frames taken (after --every)
+        index = -1
+        messages = read_ahead(bag.messages({image.name, *kinds}), self.opts.read_ahead)
+        with progress_bar(frames_total, "xnet bag eval", self.opts.quiet) as bar:
+            try:
+                for topic, timestamp, raw in messages:
+                    if topic in kinds:
+                        self._add_gt(bag, kinds[topic], topic, raw)
+                    else:
+                        index += 1
+                        self.tally.counts["messages_on_image_topic"] += 1
+                        if index % self.opts.every == 0:
+                            self._add_image(bag, image, index, timestamp, raw)
+                            bar.update()
+                    for frame in self._drain_settled():
+                        self._evaluate(frame)
+            finally:
+                messages.close()  # type: ignore[attr-defined]
+
+    def _add_gt(self, bag: BagReader, kind: str, topic: str, raw: Any) -> None:
+        try:
+            msg = bag.deserialize(raw, IMAGE)
+            value = gt_depth_metres(msg) if kind == "depth" else gt_labels(msg)
+        except Exception as exc:  # a bad GT message is counted, not fatal
+            self.tally.counts[f"{kind}_gt_failed"] += 1
+            if self.tally.counts[f"{kind}_gt_failed"] <= MAX_LOGGED_FAILURES:
+                log.warning("GT message on %s skipped: %s", topic, exc)
+            return
+        self.matchers[kind].add(stamp_ns(msg.header.stamp), value)
+
+    def _add_image(self, bag: BagReader, image: Any, index: int, timestamp: int,
+                   raw: Any) -> None:
+        position = self.taken
+        self.taken += 1
+        self.tally.counts["images"] += 1
+        try:
+            msg = bag.deserialize(raw, image.msgtype)
+            rgb = image_rgb(msg, image.msgtype)
+        except Exception as exc:  # a bad frame is counted, not fatal
+            self.tally.counts["failed"] += 1
+            if self.tally.counts["failed"] <= MAX_LOGGED_FAILURES:
+                log.warning("image %d on %s skipped: %s", index, image.name, exc)
+            return
+        prediction = self.predictor.predict(rgb)
+        keep_rgb = position in self.panel_indices
+        self.waiting.append(WaitingFrame(index, stamp_ns(msg.header.stamp), timestamp,
+                                         prediction.depth, prediction.labels,
+                                         rgb if keep_rgb else None))
+
+    def _drain_settled(self) -> list[WaitingFrame]:
+        ready = []
+        while self.waiting and (
+                len(self.waiting) > MAX_WAITING or
+                all(m.settled(self.waiting[0].stamp) for m in self.matchers.values())):
+            ready.append(self.waiting.popleft())
+        if ready:
+            oldest = min([ready[-1].stamp] + [f.stamp for f in self.waiting])
+            for matcher in self.matchers.values():
+                matcher.prune(oldest)
+        return ready
+
+    def _drain_all(self) -> list[WaitingFrame]:
+        frames = list(getattr(self, "waiting", ()))
+        self.waiting = deque()
+        return frames
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _evaluate(self, frame: WaitingFrame) -> None:
+        tally, record = self.tally, {"index": frame.index, "stamp_ns": frame.stamp,
+                                     "bag_time_ns": frame.timestamp}
+        gt_depth = gt_label = pred_depth = pred_labels = None
+        found = []
+        if "depth" in self.matchers:
+            match = self.matchers["depth"].match(frame.stamp)
+            record["depth"] = None
+            if match is None:
+                tally.counts["depth_without_gt"] += 1
+            else:
+                gt_stamp, gt_depth = match
+                pred_depth = _resized(frame.depth, gt_depth.shape, cv2.INTER_LINEAR)
+                metrics = depth_metrics(pred_depth, gt_depth, min_depth=self.opts.min_depth,
+                                        max_depth=self.max_depth, crop=self.opts.crop)
+                record.update(depth_gt_stamp_ns=gt_stamp,
+                              depth_dt_ms=(gt_stamp - frame.stamp) / 1e6, depth=metrics)
+                found.append("depth")
+                tally.counts["depth_matched"] += 1
+                if math.isnan(metrics["abs_rel"]):
+                    tally.counts["depth_no_valid_pixels"] += 1
+                else:
+                    # Same mean over images as DepthMetricAccumulator, without computing twice.
+                    for key, value in metrics.items():
+                        tally.depth_sums[key] = tally.depth_sums.get(key, 0.0) + value
+                    tally.depth_frames += 1
+                    tally.errors.append(self._error_sample(pred_depth, gt_depth))
+        if "labels" in self.matchers:
+            match = self.matchers["labels"].match(frame.stamp)
+            record["pixel_acc"] = None
+            if match is None:
+                tally.counts["labels_without_gt"] += 1
+            else:
+                gt_stamp, gt_label = match
+                pred_labels = _resized(frame.labels, gt_label.shape, cv2.INTER_NEAREST)
+                self.segmentation.update(pred_labels, gt_label)
+                labelled = (gt_label != 255) & (gt_label < self.num_classes)
+                correct = np.count_nonzero((pred_labels == gt_label) & labelled)
+                total = np.count_nonzero(labelled)
+                record.update(labels_gt_stamp_ns=gt_stamp,
+                              labels_dt_ms=(gt_stamp - frame.stamp) / 1e6,
+                              pixel_acc=correct / total if total else None)
+                found.append("labels")
+                tally.counts["labels_matched"] += 1
+        status = ("matched" if len(found) == len(self.matchers) else
+                  "partial" if found else "without_gt")
+        tally.counts[status] += 1
+        record["gt"] = status
+        tally.frames.append(record)
+        if frame.rgb is not None:
+            self.report.panel(frame.index, frame.rgb, gt_depth,
+                              pred_depth if pred_depth is not None else frame.depth,
+                              gt_label, pred_labels if pred_labels is not None else frame.labels,
+                              self.opts.min_depth, self.max_depth, self.palette)
+
+    def _error_sample(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """Signed error (pred - gt, metres) on a random subset of the pixels the metrics use."""
+        mask = crop_mask(gt.shape, self.opts.crop)
+        with np.errstate(invalid="ignore"):
+            mask &= np.isfinite(gt) & (gt > self.opts.min_depth) & (gt < self.max_depth)
+        idx = np.flatnonzero(mask)
+        if idx.size > ERROR_SAMPLES_PER_FRAME:
+            idx = self.rng.choice(idx, ERROR_SAMPLES_PER_FRAME, replace=False)
+        pred_values = np.nan_to_num(pred.reshape(-1)[idx].astype(np.float64),
+                                    nan=self.opts.min_depth, posinf=self.max_depth,
+                                    neginf=self.opts.min_depth)
+        pred_values = np.clip(pred_values, self.opts.min_depth, self.max_depth)
+        return (pred_values - gt.reshape(-1)[idx]).astype(np.float32)
+
+    def _document(self, bag_path: str | Path, read_error: str | None,
+                  seconds: float) -> dict[str, Any]:
+        tally, opts = self.tally, self.opts
+        counts = {key: tally.counts[key] for key in
+                  ("images", "matched", "partial", "without_gt", "failed",
+                   "messages_on_image_topic")}
+        for kind in self.matchers:
+            counts[kind] = {"matched": tally.counts[f"{kind}_matched"],
+                            "without_gt": tally.counts[f"{kind}_without_gt"],
+                            "gt_failed": tally.counts[f"{kind}_gt_failed"]}
+        depth = None
+        if "depth" in self.matchers:
+            counts["depth"]["no_valid_pixels"] = tally.counts["depth_no_valid_pixels"]
+            n = tally.depth_frames
+            depth = {key: tally.depth_sums[key] / n if n else math.nan
+                     for key in DEPTH_METRIC_KEYS}
+            depth["count"] = n
+        segmentation = None
+        if self.segmentation is not None:
+            seg = self.segmentation.compute()
+            names = self.class_names or [str(i) for i in range(self.num_classes)]
+            segmentation = {
+                "mIoU": seg["mIoU"], "mAcc": seg["mAcc"], "aAcc": seg["aAcc"],
+                "classes": [{"id": i, "name": names[i], "IoU": seg["IoU"][i],
+                             "Acc": seg["Acc"][i]} for i in range(self.num_classes)],
+            }
+        return {
+            "bag": str(bag_path),
+            "model": {"name": self.predictor.cfg.name,
+                      "path": str(getattr(self.predictor, "model_path", "") or "")},
+            "settings": {
+                "image_topic": opts.image_topic, "depth_topic": opts.depth_topic,
+                "labels_topic": opts.labels_topic, "match": opts.match,
+                "tolerance_ms": opts.tolerance_ms if opts.match == "nearest" else 0.0,
+                "crop": opts.crop, "min_depth": opts.min_depth, "max_depth": self.max_depth,
+                "every": opts.every,
+            },
+            "counts": counts,
+            "depth": depth,
+            "segmentation": segmentation,
+            "frames": tally.frames,
+            "read_error": read_error,
+            "seconds": seconds,
+        }
+
+
+def _resized(arr: np.ndarray | None, shape: tuple[int, ...], interpolation: int) -> np.ndarray:
+    if arr is None:
+        raise BagError("the model returned no prediction for a task being evaluated")
+    if arr.shape[:2] == tuple(shape[:2]):
+        return arr
+    return cv2.resize(arr, (shape[1], shape[0]), interpolation=interpolation)
+
+
+def _panel_positions(frames_total: int | None, num_panels: int) -> set[int]:
+    """Positions (among the frames taken) that get a panel: spread evenly, else the first."""
+    if num_panels <= 0:
+        return set()
+    if frames_total is None:
+        return set(range(num_panels))
+    return {int(round(x)) for x in np.linspace(0, max(frames_total - 1, 0), num_panels)}
+
+
+def run_eval(bag_path: str | Path, report_dir: str | Path, predictor: Any,
+             opts: EvalOptions) -> dict[str, Any]:
+    return BagEvaluation(predictor, opts).run(bag_path, report_dir)

@@ -1,0 +1,477 @@
+"""Rosbag2 reading and writing without a ROS install (`rosbags`), and the messages we write.
+
+Readable inputs: a rosbag2 directory (sqlite3 or MCAP storage), a directory whose recording was
+killed before metadata.yaml was written (its .db3/.mcap file is read directly), or a single
+.db3/.mcap file. An MCAP file whose summary/footer is missing or broken (recording killed, copy
+cut short) is "salvaged": read front to back with the `mcap` package up to the first damaged
+record. Every read failure surfaces as `BagReadError` from `BagReader.messages`, after all the
+messages before it were yielded, so callers can keep their partial results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from rosbags.interfaces import (
+    MessageDefinitionFormat,
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from ..geometry import PointCloudData
+
+log = logging.getLogger(__name__)
+
+# The sensor_msgs/std_msgs types written here are identical (same RIHS01 hashes) from Humble to
+# Kilted, so bags written with the Humble store play back on all three.
+TYPESTORE = Stores.ROS2_HUMBLE
+# Metadata v8 (Jazzy's): Humble's rosbag2 ignores the keys it does not know; Jazzy and Kilted
+# read it natively.
+BAG_VERSION = 8
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+CLASS_TABLE = "xnet_ros/msg/ClassTable"
+STORAGES = ("mcap", "sqlite3")
+
+# What a latched publisher offers: `ros2 bag play` re-publishes such topics transient-local.
+LATCHED_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+                  QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+
+T = TypeVar("T")
+
+
+class BagError(Exception):
+    """A problem with the user's input (bag, topic, model, output path); no traceback needed."""
+
+
+class BagReadError(BagError):
+    """Reading stopped on damaged data; everything before it was delivered."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    msgtype: str
+    count: int | None  # None: unknown (salvaged file, counted while reading)
+
+
+def make_typestore() -> Any:
+    """The Humble typestore, plus xnet_ros/msg types when their .msg files can be found."""
+    typestore = get_typestore(TYPESTORE)
+    msg_dir = _find_msg_dir()
+    if msg_dir is not None:
+        types: dict[str, Any] = {}
+        for name in ("ClassInfo", "ClassTable"):
+            types.update(get_types_from_msg((msg_dir / f"{name}.msg").read_text(),
+                                            f"xnet_ros/msg/{name}"))
+        typestore.register(types)
+    return typestore
+
+
+def _find_msg_dir() -> Path | None:
+    """msg/ of the source tree, or share/xnet_ros/msg of an installed package."""
+    candidates = [Path(__file__).resolve().parents[2] / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "xnet_ros" / "msg")
+    for path in candidates:
+        if (path / "ClassTable.msg").is_file() and (path / "ClassInfo.msg").is_file():
+            return path
+    return None
+
+
+def stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class BagReader:
+    """`with BagReader(path) as bag:` topics, topic lookup with clear errors, raw messages."""
+
+    def __init__(self, path: str | Path, typestore: Any | None = None):
+        self.path = Path(path)
+        self.typestore = typestore if typestore is not None else make_typestore()
+        self.salvaged: str | None = None  # why the file had to be salvaged, if it had
+        storage_path = _storage_path(self.path)
+        try:
+            reader = Reader(storage_path)
+            reader.open()
+        except (ReaderError, OSError, ValueError) as exc:
+            mcap_files = _mcap_files(self.path)
+            if not mcap_files:
+                raise BagError(f"cannot read bag {self.path}: {exc}") from None
+            log.warning("%s: %s; salvaging the readable part of %s", self.path, exc,
+                        ", ".join(p.name for p in mcap_files))
+            self.salvaged = str(exc)
+            self._source: _RosbagsSource | _McapSalvage = _McapSalvage(mcap_files)
+        else:
+            self._source = _RosbagsSource(reader)
+        self.topics: dict[str, Topic] = self._source.topics
+        self._register_bag_types()
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._source.close()
+
+    def _register_bag_types(self) -> None:
+        """Types the store lacks (custom messages), from the definitions stored in the bag."""
+        types: dict[str, Any] = {}
+        for msgtype, msgdef in self._source.msgdefs.items():
+            if msgtype in self.typestore.fielddefs or not msgdef:
+                continue
+            try:
+                types.update(get_types_from_msg(msgdef, msgtype))
+            except Exception as exc:  # an unparsable definition only matters
+                log.debug("cannot parse the stored definition of %s: %s", msgtype, exc)
+        if types:
+            self.typestore.register({k: v for k, v in types.items()
+                                     if k not in self.typestore.fielddefs})
+
+    def describe_topics(self) -> str:
+        if not self.topics:
+            return "  (no topics)"
+        width = max(len(name) for name in self.topics)
+        return "\n".join(
+            f"  {t.name:<{width}}  {t.msgtype}  ({'?' if t.count is None else t.count} msgs)"
+            for t in sorted(self.topics.values(), key=lambda t: t.name)
+        )
+
+    def topic(self, name: str, msgtypes: Iterable[str], role: str) -> Topic:
+        """The topic `name`, checked to exist, to have one of `msgtypes` and to hold messages."""
+        msgtypes = tuple(msgtypes)
+        if not self.topics:
+            raise BagError(f"bag {self.path} is empty: it has no topics")
+        topic = self.topics.get(name)
+        if topic is None:
+            raise BagError(f"{role} topic {name!r} is not in bag {self.path}; its topics are:\n"
+                           f"{self.describe_topics()}")
+        if topic.msgtype not in msgtypes:
+            raise BagError(f"{role} topic {name!r} has type {topic.msgtype}, expected "
+                           f"{' or '.join(msgtypes)}")
+        if topic.count == 0:
+            raise BagError(f"{role} topic {name!r} has no messages in bag {self.path}")
+        return topic
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, Any]]:
+        """(topic, bag timestamp ns, raw CDR bytes) in storage order; all topics if None."""
+        wanted = None if topics is None else set(topics)
+        count = 0
+        try:
+            for topic, timestamp, data in self._source.messages(wanted):
+                count += 1
+                yield topic, timestamp, data
+        except Exception as exc:  # rosbags, apsw, mcap and zstd each raise their own
+            raise BagReadError(f"reading {self.path} failed after {count} messages: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(self._source, _McapSalvage) and self._source.error:
+            raise BagReadError(f"bag {self.path} is damaged ({self.salvaged}); read "
+                               f"{count} messages before: {self._source.error}")
+
+    def deserialize(self, data: Any, msgtype: str) -> Any:
+        return self.typestore.deserialize_cdr(data, msgtype)
+
+    def connection_info(self, topic: str) -> tuple[str | None, str | None, list[Qos]]:
+        """(message definition, RIHS01 hash, offered QoS) stored for a topic, for copying."""
+        return self._source.connection_info(topic)
+
+
+def _storage_path(path: Path) -> Path:
+    """The path for rosbags: a directory without metadata.yaml -> its only storage file."""
+    if not path.exists():
+        raise BagError(f"bag not found: {path}")
+    if path.is_dir() and not (path / "metadata.yaml").exists():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".db3", ".mcap"))
+        if len(files) != 1:
+            found = ", ".join(p.name for p in files) or "none"
+            raise BagError(f"{path} has no metadata.yaml and not exactly one .db3/.mcap file "
+                           f"(found: {found}); pass the file itself")
+        log.info("%s has no metadata.yaml; reading %s", path, files[0].name)
+        return files[0]
+    return path
+
+
+def _mcap_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path] if path.suffix == ".mcap" else []
+    return sorted(p for p in path.iterdir() if p.suffix == ".mcap")
+
+
+class _RosbagsSource:
+    def __init__(self, reader: Reader):
+        self.reader = reader
+        counts: Counter[str] = Counter()
+        types: dict[str, str] = {}
+        self.msgdefs: dict[str, str] = {}
+        for conn in reader.connections:
+            counts[conn.topic] += conn.msgcount
+            types.setdefault(conn.topic, conn.msgtype)
+            if conn.msgdef.format == MessageDefinitionFormat.MSG and conn.msgdef.data:
+                self.msgdefs.setdefault(conn.msgtype, conn.msgdef.data)
+        self.topics = {name: Topic(name, types[name], counts[name]) for name in types}
+
+    def messages(self, wanted: set[str] | None) -> Iterator[tuple[str, int, Any]]:
+        conns = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        for conn, timestamp, data in self.reader.messages(connections=conns):
+            yield conn.topic, timestamp, data
+
+    def connection_info(self, topic: str) -> tuple[str | None, str | None, list[Qos]]:
+        conn = next(c for c in self.reader.connections if c.topic == topic)
+        msgdef = conn.msgdef.data if conn.msgdef.format == MessageDefinitionFormat.MSG else None
+        qos = list(getattr(conn.ext, "offered_qos_profiles", []) or [])
+        return msgdef or None, conn.digest or None, qos
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class _McapSalvage:
+    """Sequential MCAP reading (no summary needed) that stops at the first damaged record.
+
+    A first pass collects channels and message counts (and where the file breaks), a second
+    one yields the messages; both decompress every readable chunk.
+    """
+
+    def __init__(self, files: list[Path]):
+        from mcap.records import Channel, Message, Schema
+
+        self.files = files
+        self.error: str | None = None
+        self.msgdefs: dict[str, str] = {}
+        schemas: dict[int, str] = {}
+        self._channels: dict[tuple[int, int], tuple[str, str]] = {}  # (file, id) -> topic, type
+        counts: Counter[str] = Counter()
+        for index, record in self._records():
+            if isinstance(record, Schema):
+                schemas[record.id] = record.name
+                if record.encoding == "ros2msg":
+                    self.msgdefs.setdefault(record.name, record.data.decode())
+            elif isinstance(record, Channel):
+                msgtype = schemas.get(record.schema_id, "")
+                self._channels[(index, record.id)] = (record.topic, msgtype)
+            elif isinstance(record, Message):
+                counts[self._channels[(index, record.channel_id)][0]] += 1
+        self.topics = {topic: Topic(topic, msgtype, counts[topic])
+                       for topic, msgtype in self._channels.values()}
+
+    def _records(self) -> Iterator[tuple[int, Any]]:
+        from mcap.stream_reader import StreamReader
+
+        for index, path in enumerate(self.files):
+            with path.open("rb") as stream:
+                try:
+                    for record in StreamReader(stream, validate_crcs=True).records:
+                        yield index, record
+                except Exception as exc:  # any damage ends the readable part
+                    self.error = f"{path.name}: {type(exc).__name__}: {exc}"
+                    return
+
+    def messages(self, wanted: set[str] | None) -> Iterator[tuple[str, int, Any]]:
+        from mcap.records import Message
+
+        for index, record in self._records():
+            if isinstance(record, Message):
+                topic = self._channels[(index, record.channel_id)][0]
+                if wanted is None or topic in wanted:
+                    yield topic, record.log_time, record.data
+
+    def connection_info(self, topic: str) -> tuple[str | None, str | None, list[Qos]]:
+        return self.msgdefs.get(self.topics[topic].msgtype), None, []
+
+    def close(self) -> None:
+        pass
+
+
+def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Iterate `items` in a background thread, up to `depth` items ahead of the consumer.
+
+    Bag I/O, decompression and image decoding then overlap the model (they release the GIL).
+    Exceptions are re-raised in the consumer; closing the generator stops the thread.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, done))
+        except BaseException as exc:  # handed to the consumer
+            put((False, exc))
+
+    thread = threading.Thread(target=produce, name="bag-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = buffer.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class BagWriter:
+    """A new rosbag2 (MCAP by default); topics are added on their first message."""
+
+    def __init__(self, path: str | Path, typestore: Any, storage: str = "mcap"):
+        self.path = Path(path)
+        if storage not in STORAGES:
+            raise BagError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
+        if self.path.exists():
+            raise BagError(f"output {self.path} exists already; remove it or choose another path")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self.typestore = typestore
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        try:
+            self._writer.open()
+        except Exception as exc:  # permissions, missing parent, ...
+            raise BagError(f"cannot create output bag {self.path}: {exc}") from None
+        self._connections: dict[str, Any] = {}
+        self.counts: Counter[str] = Counter()
+
+    def add_topic(self, topic: str, msgtype: str, *, msgdef: str | None = None,
+                  rihs01: str | None = None, qos: Iterable[Qos] = ()) -> None:
+        if msgdef is None or rihs01 is None:
+            msgdef, rihs01 = None, None  # both from the typestore, or they may disagree
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=self.typestore, msgdef=msgdef, rihs01=rihs01,
+            offered_qos_profiles=list(qos))
+
+    def write(self, topic: str, timestamp: int, msg: Any) -> None:
+        if topic not in self._connections:
+            self.add_topic(topic, msg.__msgtype__)
+        self.write_raw(topic, timestamp, self.typestore.serialize_cdr(msg, msg.__msgtype__))
+
+    def write_raw(self, topic: str, timestamp: int, data: Any) -> None:
+        self._writer.write(self._connections[topic], timestamp, data)
+        self.counts[topic] += 1
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._connections
+
+    def close(self, incomplete: str | None = None) -> None:
+        """Finish the bag; `incomplete` (why the input was cut short) goes into custom_data."""
+        if incomplete:
+            self._writer.set_custom_data("xnet.incomplete", incomplete)
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+class MessageFactory:
+    """rosbags dataclass messages from the fields `xnet_ros.outputs.build_outputs` returns."""
+
+    def __init__(self, typestore: Any):
+        self.types = typestore.types
+
+    def header(self, stamp: int, frame_id: str) -> Any:
+        sec, nanosec = divmod(int(stamp), 1_000_000_000)
+        return self.types["std_msgs/msg/Header"](
+            stamp=self.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+            frame_id=frame_id)
+
+    def image(self, fields: dict[str, Any], header: Any) -> Any:
+        return self.types[IMAGE](
+            header=header, height=fields["height"], width=fields["width"],
+            encoding=fields["encoding"], is_bigendian=fields["is_bigendian"],
+            step=fields["step"], data=np.frombuffer(fields["data"], dtype=np.uint8))
+
+    def camera_info(self, fields: dict[str, Any], header: Any) -> Any:
+        roi = self.types["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        return self.types[CAMERA_INFO](
+            header=header, height=fields["height"], width=fields["width"],
+            distortion_model=fields["distortion_model"],
+            d=np.asarray(fields["d"], dtype=np.float64),
+            k=np.asarray(fields["k"], dtype=np.float64),
+            r=np.asarray(fields["r"], dtype=np.float64),
+            p=np.asarray(fields["p"], dtype=np.float64),
+            binning_x=0, binning_y=0, roi=roi)
+
+    def pointcloud(self, cloud: PointCloudData, header: Any) -> Any:
+        point_field = self.types["sensor_msgs/msg/PointField"]
+        fields = [point_field(name=name, offset=offset, datatype=datatype, count=count)
+                  for name, offset, datatype, count in cloud.fields]
+        return self.types[POINTCLOUD2](
+            header=header, height=cloud.height, width=cloud.width, fields=fields,
+            is_bigendian=bool(cloud.is_bigendian), point_step=cloud.point_step,
+            row_step=cloud.row_step, data=np.frombuffer(cloud.data, dtype=np.uint8),
+            is_dense=bool(cloud.is_dense))
+
+    def from_output(self, value: Any, header: Any) -> Any:
+        """The message for one `FrameOutputs.fields` value (image, camera info or cloud)."""
+        if isinstance(value, PointCloudData):
+            return self.pointcloud(value, header)
+        if "encoding" in value:
+            return self.image(value, header)
+        return self.camera_info(value, header)
+
+    def class_table(self, header: Any, model_name: str, names: list[str],
+                    palette: np.ndarray) -> Any:
+        info = self.types["xnet_ros/msg/ClassInfo"]
+        classes = [info(id=i, name=name, r=int(rgb[0]), g=int(rgb[1]), b=int(rgb[2]))
+                   for i, (name, rgb) in enumerate(zip(names, palette))]
+        return self.types[CLASS_TABLE](header=header, model_name=model_name, classes=classes)
+
+
+def progress_bar(total: int | None, desc: str, quiet: bool) -> Any:
+    """tqdm on stderr, off when --quiet or when stderr is not a terminal (logs, CI)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())

@@ -1,0 +1,290 @@
+"""Parameter schema and topic names of `xnet_node`, without rclpy.
+
+`NodeParams` is the single source of truth for the node's parameters: the node declares one ROS
+parameter per field (description, range, read-only flag from the field's metadata), the shipped
+`config/xnet.yaml` must list exactly these keys (checked by the tests), and `validate()` turns a
+set of values into error strings that each start with the parameter's name.
+
+Three kinds of parameters (see `ParamSpec.when`):
+  * ``startup``   read-only; only a parameter override at node start sets it.
+  * ``configure`` applied by the lifecycle ``configure`` transition (the model is loaded, the
+                  subscriptions are created then); changing it is refused while the node is
+                  configured: deactivate + cleanup, set it, configure again.
+  * ``runtime``   can be changed at any time (``ros2 param set``); the next frame uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# ------------------------------------------------------------------------------------ topics
+# Relative names, so a namespace (`__ns`) or remaps (`image:=/cam/image_raw`) move them.
+NODE_NAME = "xnet_node"
+INPUT_IMAGE = "image"
+INPUT_COMPRESSED = "image/compressed"
+INPUT_CAMERA_INFO = "camera_info"
+STATS_TOPIC = "~/stats"
+CLASS_TABLE_TOPIC = "semantic/class_table"
+DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute by convention (diagnostic_aggregator reads it)
+
+QOS_CHOICES = ("sensor_data", "reliable", "system_default")
+TRANSPORT_CHOICES = ("raw", "compressed")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+
+STARTUP, CONFIGURE, RUNTIME = "startup", "configure", "runtime"
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+_BACKEND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _p(default: Any, description: str, *, when: str = RUNTIME, range: tuple | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"description": description, "when": when, "range": range, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class NodeParams:
+    """All parameters of xnet_node with their defaults (the ROS parameter names are the fields)."""
+
+    # --- model / backend (configure) ---
+    model: str = _p("", "Saved xNet model directory (config.json + model.safetensors). "
+                    "Empty = the demo model packaged with xnet_model "
+                    "(xnet_model/assets/demo_model).", when=CONFIGURE)
+    backend: str = _p("torch", "Inference backend of xnet_model.runtime (torch; inductor, "
+                      "onnxruntime, tensorrt, auto where installed).", when=CONFIGURE)
+    device: str = _p("auto", "Device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N.",
+                     when=CONFIGURE)
+    precision: str = _p("fp32", "Inference precision (torch backend autocast).",
+                        when=CONFIGURE, choices=PRECISION_CHOICES)
+    warmup: bool = _p(True, "Run one dummy inference at configure so the first frame is not "
+                      "slow.", when=CONFIGURE)
+    # --- input (configure) ---
+    image_transport: str = _p("raw", "raw: subscribe 'image' (sensor_msgs/Image); compressed: "
+                              "subscribe 'image/compressed' (sensor_msgs/CompressedImage, "
+                              "jpeg/png).", when=CONFIGURE, choices=TRANSPORT_CHOICES)
+    input_qos: str = _p("sensor_data", "QoS of the image and camera_info subscriptions "
+                        "(sensor_data = best effort, depth 5; reliable = reliable, depth 5; "
+                        "system_default).", when=CONFIGURE, choices=QOS_CHOICES)
+    output_qos: str = _p("reliable", "QoS of the depth, semantic, points and camera_info "
+                         "outputs (reliable, depth 5, reaches both reliable and best-effort "
+                         "subscribers).", when=CONFIGURE, choices=QOS_CHOICES)
+    # --- outputs (runtime) ---
+    frame_id: str = _p("", "frame_id of the outputs; empty = the input image's frame_id "
+                       "(the camera optical frame).")
+    output_width: int = _p(0, "Width of depth/semantic/points outputs in pixels; 0 = the "
+                           "input width (set together with output_height).", range=(0, 16384))
+    output_height: int = _p(0, "Height of the outputs in pixels; 0 = the input height.",
+                            range=(0, 16384))
+    min_depth: float = _p(0.0, "Depth at or below this (metres) is published as NaN; 0 = the "
+                          "model's min_depth.", range=(0.0, 1000.0))
+    points_stride: int = _p(2, "Use every N-th pixel (rows and columns) for the point cloud.",
+                            range=(1, 64))
+    points_max_range: float = _p(0.0, "Drop points farther than this along z (metres); "
+                                 "0 = keep all.", range=(0.0, 10000.0))
+    points_organized: bool = _p(True, "true: HxW cloud with NaN for invalid points (RViz, PCL "
+                                "organized); false: dense list of valid points only.")
+    # --- intrinsics fallback (runtime) ---
+    fx: float = _p(0.0, "Focal length x (pixels, at the input resolution) used when no "
+                   "camera_info has arrived; 0 = unset (then points need camera_info).",
+                   range=(0.0, 1.0e6))
+    fy: float = _p(0.0, "Focal length y (pixels); 0 = unset. Set together with fx.",
+                   range=(0.0, 1.0e6))
+    cx: float = _p(0.0, "Principal point x (pixels); 0 = the image centre.",
+                   range=(0.0, 1.0e6))
+    cy: float = _p(0.0, "Principal point y (pixels); 0 = the image centre.",
+                   range=(0.0, 1.0e6))
+    # --- behaviour ---
+    lazy: bool = _p(True, "Compute only the outputs that have subscribers, and skip inference "
+                    "when nothing (outputs or ~/stats) is subscribed; skipped frames count as "
+                    "dropped.")
+    error_throttle_sec: float = _p(5.0, "At most one error log per this many seconds for bad "
+                                   "input (each bad frame is still counted as failed).",
+                                   range=(0.0, 3600.0))
+    log_period: float = _p(10.0, "Log a rate/latency/drop summary every this many seconds; "
+                           "0 = never.", range=(0.0, 3600.0))
+    diagnostics_period: float = _p(1.0, "Period of the /diagnostics status (seconds).",
+                                   when=STARTUP, range=(0.1, 60.0))
+    autostart: bool = _p(True, "Configure and activate at startup (so a plain run works); "
+                         "false = wait for lifecycle transitions (ros2 lifecycle set).",
+                         when=STARTUP)
+
+    # ------------------------------------------------------------------ helpers
+    def validate(self) -> list[str]:
+        """Error strings, each starting with the offending parameter's name; [] = valid."""
+        errors: list[str] = []
+        bad: set[str] = set()
+        for spec in param_specs():
+            err = spec.check(getattr(self, spec.name))
+            if err:
+                errors.append(err)
+                bad.add(spec.name)
+        if "device" not in bad and not _DEVICE_RE.match(self.device):
+            errors.append(f"device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        if "backend" not in bad and not _BACKEND_RE.match(self.backend):
+            errors.append(f"backend: {self.backend!r} is not a backend name (e.g. 'torch')")
+        errors += self.cross_field_errors(bad)
+        return errors
+
+    def cross_field_errors(self, bad: set[str] = frozenset()) -> list[str]:
+        """Checks between parameters that are each valid (pairs that must be set together)."""
+        errors = []
+        for a, b, meaning in (("output_width", "output_height", "both 0 = the input size"),
+                              ("fx", "fy", "both 0 = take intrinsics from camera_info only")):
+            if a in bad or b in bad:
+                continue
+            va, vb = getattr(self, a), getattr(self, b)
+            if (va == 0) != (vb == 0):
+                zero, other = (a, b) if va == 0 else (b, a)
+                errors.append(f"{zero}: must be set together with {other} ({meaning})")
+        return errors
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """(H, W) of the outputs, None = the input size."""
+        if self.output_width > 0 and self.output_height > 0:
+            return self.output_height, self.output_width
+        return None
+
+    @property
+    def has_intrinsics(self) -> bool:
+        return self.fx > 0.0 and self.fy > 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> NodeParams:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> tuple[NodeParams, list[str]]:
+        """Params from a mapping (a YAML `ros__parameters` block): unknown keys and values of
+        the wrong type are reported (the default is kept for them); ints are accepted for
+        floats. Returns (params, errors); run `validate()` for ranges and cross-field checks."""
+        specs = {s.name: s for s in param_specs()}
+        kwargs: dict[str, Any] = {}
+        errors: list[str] = []
+        for name, value in values.items():
+            spec = specs.get(name)
+            if spec is None:
+                errors.append(f"{name}: unknown parameter of {NODE_NAME}")
+                continue
+            coerced, err = spec.coerce(value)
+            if err:
+                errors.append(err)
+            else:
+                kwargs[name] = coerced
+        return cls(**kwargs), errors
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: type
+    default: Any
+    description: str
+    when: str = RUNTIME
+    range: tuple | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.when == STARTUP
+
+    @property
+    def constraints(self) -> str:
+        """Human-readable constraints (ParameterDescriptor.additional_constraints)."""
+        parts = []
+        if self.choices:
+            parts.append("one of: " + ", ".join(self.choices))
+        if self.range:
+            parts.append(f"range [{self.range[0]}, {self.range[1]}]")
+        if self.when == CONFIGURE:
+            parts.append("applied at configure; change it only while unconfigured")
+        elif self.when == STARTUP:
+            parts.append("read-only: set at startup")
+        return "; ".join(parts)
+
+    def coerce(self, value: Any) -> tuple[Any, str | None]:
+        """(value of this parameter's type, None) or (None, error naming the parameter)."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value), None
+        if isinstance(value, self.type) and not (self.type is not bool and isinstance(value,
+                                                                                    bool)):
+            return value, None
+        return None, (f"{self.name}: expected {self.type.__name__}, got "
+                      f"{type(value).__name__} {value!r}")
+
+    def check(self, value: Any) -> str | None:
+        """Type, range and choice check of one value; an error naming the parameter or None."""
+        value, err = self.coerce(value)
+        if err:
+            return err
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name}: {value!r} is not one of {', '.join(self.choices)}"
+        if self.range is not None:
+            lo, hi = self.range
+            if value != value or not lo <= value <= hi:  # NaN fails too
+                return f"{self.name}: {value!r} is out of range [{lo}, {hi}]"
+        return None
+
+
+def param_specs() -> list[ParamSpec]:
+    """One ParamSpec per NodeParams field, in declaration order."""
+    types = {"str": str, "int": int, "float": float, "bool": bool}
+    specs = []
+    for f in dataclasses.fields(NodeParams):
+        meta = f.metadata
+        specs.append(ParamSpec(
+            name=f.name, type=types[f.type] if isinstance(f.type, str) else f.type,
+            default=f.default, description=meta["description"], when=meta["when"],
+            range=meta["range"], choices=meta["choices"],
+        ))
+    return specs
+
+
+def markdown_table() -> str:
+    """The parameter reference as a Markdown table (docs/node.md embeds it)."""
+    rows = ["| parameter | type | default | description |", "|---|---|---|---|"]
+    for s in param_specs():
+        default = f"`{s.default!r}`" if not isinstance(s.default, str) else f"`'{s.default}'`"
+        extra = f" ({s.constraints})" if s.constraints else ""
+        rows.append(f"| `{s.name}` | {s.type.__name__} | {default} | {s.description}{extra} |")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------ model path
+DEMO_MODEL_SUBDIR = ("assets", "demo_model")
+
+
+def default_model_dir() -> Path:
+    """The demo model packaged with the installed `xnet_model` (found without importing it)."""
+    spec = importlib.util.find_spec("xnet_model")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelPathError("model: the xnet_model package is not installed")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*DEMO_MODEL_SUBDIR)
+
+
+class ModelPathError(ValueError):
+    """The `model` parameter does not name a usable model directory (message names it)."""
+
+
+def resolve_model_path(model: str) -> Path:
+    """The model directory for the `model` parameter ('' = the packaged demo model)."""
+    if model:
+        path = Path(model).expanduser()
+        what = f"model: {model!r}"
+    else:
+        path = default_model_dir()
+        what = f"model: '' (the packaged demo model {path})"
+    if not path.exists():
+        raise ModelPathError(f"{what} does not exist")
+    if not path.is_dir():
+        raise ModelPathError(f"{what} is not a directory (expected a saved xNet model "
+                             "directory with config.json and model.safetensors)")
+    return path
