@@ -25,7 +25,7 @@ demo: setup msgs       ## run the node on the synthetic camera, record a bag, wr
 	$(ROS_ENV) $(PY) -m xnet_ros.demo --out demo_out $(DEMO_ARGS)
 
 bench: setup msgs
-	$(ROS_ENV) $(PY) -m benchmarks.run_all $(BENCH_ARGS)
+	$(ROS_ENV) $(PY) -m benchmarks.run_all --append docs/benchmarks.md $(BENCH_ARGS)
 
 lock:                  ## re-resolve requirements.in into requirements.lock (needs network)
 	rm -rf /tmp/xnet-lock && python3 -m venv /tmp/xnet-lock

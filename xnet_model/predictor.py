@@ -39,6 +39,8 @@ class Predictor:
         self.mean = np.asarray(data.mean, np.float32).reshape(1, 1, 3) * 255.0
         self.inv_std = 1.0 / (np.asarray(data.std, np.float32).reshape(1, 1, 3) * 255.0)
         self.stride = max(model.encoder.strides)
+        # model_path keys compiled-engine caches by the saved files (ignored by other backends)
+        backend_options.setdefault("model_path", self.model_path)
         self.backend: Backend = create_backend(backend, model, device, **backend_options)
 
     @property

@@ -19,6 +19,7 @@ docs/node.md.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import sys
 import time
@@ -37,7 +38,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -81,6 +82,12 @@ from .params import (
 )
 from .worker import InferenceWorker, WorkerSnapshot
 
+try:
+    from rclpy.executors import ExternalShutdownException
+except ImportError:  # older rclpy: spin() just returns on shutdown
+    class ExternalShutdownException(Exception):
+        pass
+
 try:  # generated from msg/ (`make msgs` + `source tools/ros_env.sh`, or a colcon install)
     from xnet_ros.msg import ClassInfo, ClassTable, InferenceStats
 
@@ -114,8 +121,16 @@ def latched_qos() -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def uint8_array(data: Any) -> array.array:
+    """uint8[] message data as array.array('B'): the generated setters take it as is on every
+    distro (bytes is copied element-wise by Humble's checks, a numpy array costs ~50 ms)."""
+    if isinstance(data, array.array) and data.typecode == "B":
+        return data
+    return array.array("B", bytes(data) if not isinstance(data, (bytes, bytearray)) else data)
+
+
 def image_msg(header: Header, fields: dict[str, Any]) -> Image:
-    return Image(header=header, **fields)  # fields["data"] is bytes: a cheap assignment
+    return Image(header=header, **{**fields, "data": uint8_array(fields["data"])})
 
 
 def camera_info_msg(header: Header, fields: dict[str, Any]) -> CameraInfo:
@@ -127,7 +142,7 @@ def pointcloud_msg(header: Header, pc: PointCloudData) -> PointCloud2:
         header=header, height=pc.height, width=pc.width,
         fields=[PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in pc.fields],
         is_bigendian=bool(pc.is_bigendian), point_step=pc.point_step, row_step=pc.row_step,
-        data=pc.data, is_dense=bool(pc.is_dense),
+        data=uint8_array(pc.data), is_dense=bool(pc.is_dense),
     )
 
 
@@ -217,6 +232,14 @@ class XnetNode(LifecycleNode):
         if self._params.autostart:
             self.autostart()
 
+    def topic_name(self, topic: str) -> str:
+        """The fully qualified name of a topic of this node (for log messages)."""
+        resolve = getattr(self, "resolve_topic_name", None)
+        if resolve is not None:
+            with contextlib.suppress(Exception):
+                return resolve(topic)
+        return topic
+
     # ----------------------------------------------------------------------- parameters
     def _declare_parameters(self) -> None:
         """Declare every schema parameter. An override rclpy rejects (wrong type, out of
@@ -232,14 +255,13 @@ class XnetNode(LifecycleNode):
                 reason = str(exc)
             value = spec.default
             override = overrides.get(spec.name)
-            raw = None if override is None else override.value
-            coerced, err = spec.coerce(raw)
-            if err is None:
-                err = spec.check(coerced)
-                if err is None:
-                    value = coerced
-            else:
+            if override is None:
                 err = f"{spec.name}: {reason}"
+            else:
+                coerced, err = spec.coerce(override.value)
+                err = err or spec.check(coerced)
+                if err is None:
+                    value = coerced  # e.g. an integer given for a double
             if err:
                 self._decl_errors[spec.name] = f"{err} (the default {spec.default!r} is in use)"
             self.declare_parameter(spec.name, value, descriptor_for(spec), ignore_override=True)
@@ -396,7 +418,7 @@ class XnetNode(LifecycleNode):
                                                    self._on_camera_info, in_qos))
         self._active = True
         self._activated_mono = time.monotonic()
-        topic = self.resolve_topic_name(
+        topic = self.topic_name(
             INPUT_COMPRESSED if p.image_transport == "compressed" else INPUT_IMAGE)
         self.get_logger().info(f"active: waiting for images on {topic}")
         return SUCCESS
@@ -475,7 +497,7 @@ class XnetNode(LifecycleNode):
         except ValueError as exc:
             self._camera_info_rejected += 1
             self._log_input_error(
-                f"camera_info on {self.resolve_topic_name(INPUT_CAMERA_INFO)} rejected "
+                f"camera_info on {self.topic_name(INPUT_CAMERA_INFO)} rejected "
                 f"({self._camera_info_rejected} so far): {exc}; keeping the previous intrinsics")
             return
         self._camera_info = intr
@@ -538,7 +560,7 @@ class XnetNode(LifecycleNode):
         intr = self._intrinsics_for(height, width, p)
         if intr is None and (POINTS in wanted or DEPTH_INFO in wanted):
             self._warn_once("no_intrinsics", (
-                f"no camera_info received on {self.resolve_topic_name(INPUT_CAMERA_INFO)} and "
+                f"no camera_info received on {self.topic_name(INPUT_CAMERA_INFO)} and "
                 "the fx/fy parameters are 0: not publishing points or depth/camera_info until "
                 "one of them is available"))
         pred = model.predictor.predict(rgb)
@@ -638,12 +660,12 @@ class XnetNode(LifecycleNode):
                 f" for {s.last_received_age_s:.0f} s" if s.received else " yet")
         elif s.failed and s.last_error and s.last_processed_age_s > s.last_received_age_s + 1:
             level, message = DiagnosticStatus.ERROR, f"input failing: {s.last_error}"
-        elif s.last_processed_age_s > max(5.0, 3 * period) and s.received > s.skipped:
+        elif p.lazy and not self._anyone_listening():
+            message = "idle: no subscribers (frames are skipped)"
+        elif s.last_processed_age_s > max(5.0, 3 * period):
             level, message = DiagnosticStatus.WARN, "no frame processed recently"
         else:
-            message = (f"{s.rate_hz:.1f} Hz" if s.processed else "idle")
-            if s.skipped and s.last_processed_age_s > max(5.0, 3 * period):
-                message = "idle: no subscribers"
+            message = f"{s.rate_hz:.1f} Hz" if s.processed else "idle"
         lat = s.latency
         values = {
             "state": self.lifecycle_state,
@@ -703,18 +725,18 @@ def main(args: list[str] | None = None) -> int:
         node = XnetNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=1.0)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # the context was shut down (signal) while starting: a clean exit
     finally:
         if node is not None:
-            node._stop_processing()
             # the context may already be shut down by the signal handler
+            with contextlib.suppress(Exception):
+                node._stop_processing()
             with contextlib.suppress(Exception):
                 node.destroy_node()
         rclpy.try_shutdown()

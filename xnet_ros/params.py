@@ -34,6 +34,10 @@ CLASS_TABLE_TOPIC = "semantic/class_table"
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute by convention (diagnostic_aggregator reads it)
 
 QOS_CHOICES = ("sensor_data", "reliable", "system_default")
+# Reliability each QoS choice gives (system_default is reliable with every supported RMW); RViz
+# displays must subscribe with the same reliability as the outputs (config/xnet.rviz).
+QOS_RELIABILITY = {"sensor_data": "best_effort", "reliable": "reliable",
+                   "system_default": "reliable"}
 TRANSPORT_CHOICES = ("raw", "compressed")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 

@@ -8,6 +8,7 @@ plumbing: encodings, sizes, stamps, frame ids, geometry, counters, robustness.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -95,10 +96,8 @@ class Ros:
         self.thread.start()
 
     def _spin(self):
-        try:
+        with contextlib.suppress(Exception):  # shutdown while spinning
             self.executor.spin()
-        except Exception:  # shutdown while spinning
-            pass
 
     def add(self, node):
         self.nodes.append(node)
@@ -247,6 +246,21 @@ def next_sec() -> int:
     return _stamp[0]
 
 
+def settle(node, quiet_s: float = 1.5):
+    """Wait until the node is idle and has received nothing new for quiet_s; its snapshot."""
+    end = time.monotonic() + RECEIVE_S
+    last = node.worker_snapshot()
+    since = time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        s = node.worker_snapshot()
+        if s.received != last.received or s.in_flight:
+            last, since = s, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return s
+    raise AssertionError(f"node did not settle: {node.worker_snapshot()}")
+
+
 def send_info_and_wait(node, probe, sec, **kw):
     node._camera_info = None
     probe.send_info(sec, **kw)
@@ -349,19 +363,20 @@ def test_burst_counters_balance(main_node, probe, kitti):
     for i, sec in enumerate(secs):
         probe.send_image(sec, kitti[i % 3])
         snapshots.append(main_node.worker_snapshot())
-    assert wait_until(lambda: main_node.worker_snapshot().received - before.received == 12,
-                      RECEIVE_S), "not every burst frame reached the node"
-    assert main_node._worker.wait_idle(RECEIVE_S)
-    after = main_node.worker_snapshot()
+    # Best-effort input (sensor_data QoS, depth 5) may lose frames in DDS before the node sees
+    # them; what the node receives it must account for. Wait until the count settles.
+    after = settle(main_node)
     snapshots.append(after)
     for s in snapshots:  # the invariant holds at every moment, in_flight <= 2
         assert s.balanced and s.in_flight <= 2, s
     d = {k: getattr(after, k) - getattr(before, k)
          for k in ("received", "processed", "dropped", "skipped", "failed")}
-    assert d["received"] == d["processed"] + d["dropped"] + d["skipped"] + d["failed"] == 12
+    assert d["received"] == d["processed"] + d["dropped"] + d["skipped"] + d["failed"]
+    assert 2 <= d["received"] <= 12
     assert d["failed"] == 0 and d["skipped"] == 0
     assert d["processed"] >= 1
-    assert d["dropped"] >= 1, "a 12-frame burst must overflow the one-frame slot"
+    if d["received"] >= 3:  # the 2nd and later arrive while the 1st is still being processed
+        assert d["dropped"] >= 1, "a burst must overflow the one-frame slot"
     burst = set(secs)
     # every processed frame produced exactly one message per output (and one stats message)
     assert wait_until(lambda: probe.count(DEPTH, lambda m: m.header.stamp.sec in burst)
@@ -372,14 +387,11 @@ def test_burst_counters_balance(main_node, probe, kitti):
     if probe.msg_types is not None:
         assert wait_until(lambda: probe.count("stats", lambda m: m.header.stamp.sec in burst)
                           == d["processed"], 5.0)
-        last = max((m for m in probe.msgs["stats"]), key=lambda m: m.frames_processed)
-        assert last.frames_received == (last.frames_processed + last.frames_dropped
-                                        + last.frames_failed + (last.frames_received
-                                                                - last.frames_processed
-                                                                - last.frames_dropped
-                                                                - last.frames_failed))
-        assert last.frames_received - last.frames_processed - last.frames_dropped \
-            - last.frames_failed in (0, 1, 2)
+        last = max(probe.msgs["stats"], key=lambda m: m.frames_processed)
+        # frames_processed includes the frame the message is about; at most one more pending
+        pending = (last.frames_received - last.frames_processed - last.frames_dropped
+                   - last.frames_failed)
+        assert pending in (0, 1), last
 
 
 def _bad_images(good: np.ndarray) -> dict[str, Image]:
@@ -618,11 +630,18 @@ def test_main_runs_and_shuts_down_on_external_shutdown(model_dir):
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
+    watcher_ctx = Context()
+    rclpy.init(context=watcher_ctx)
     try:
-        assert wait_until(lambda: rclpy.ok(), 10.0)
-        # wait for the node to be up, then shut the default context down (like SIGINT does)
-        time.sleep(3.0)
+        watcher = rclpy.create_node("xnet_main_watcher", context=watcher_ctx)
+        # active = subscribed to its input (autostart: configure + activate)
+        up = wait_until(lambda: len(watcher.get_subscriptions_info_by_topic("/main_test/image"))
+                        >= 1, 60.0, step=0.2)
+        time.sleep(0.5)  # spinning
+        watcher.destroy_node()
     finally:
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=watcher_ctx)
+        rclpy.try_shutdown()  # what the SIGINT handler does
+    assert up, "main() did not bring the node up"
     assert done.wait(30.0), "main() did not return after shutdown"
     assert result == [0]

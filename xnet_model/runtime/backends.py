@@ -139,12 +139,14 @@ def backend_factory(name: str) -> BackendFactory:
     return factory
 
 
-def accepted_options(factory: BackendFactory, options: dict) -> dict:
-    """`options` minus the CONTEXT_OPTIONS that `factory` does not take."""
+def accepted_options(factory: BackendFactory, options: dict, only_known: bool = False) -> dict:
+    """`options` minus the CONTEXT_OPTIONS `factory` does not take (`only_known`: minus every
+    option it does not take, for chains whose members take different options)."""
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(options)
-    return {k: v for k, v in options.items() if k not in CONTEXT_OPTIONS or k in params}
+    dropped = CONTEXT_OPTIONS if not only_known else options
+    return {k: v for k, v in options.items() if k not in dropped or k in params}
 
 
 def create_backend(name: str, model: XNet, device=None, **options) -> Backend:

@@ -106,8 +106,11 @@ def export_program(model: XNet, height: int, width: int, dynamic: bool = True,
     messages: list[str] = []
     t0 = time.perf_counter()
     if dynamic and (height % stride or width % stride):
+        # expected for sizes like 240x320: the model resizes odd feature maps, a graph over
+        # all sizes cannot (shape guards), so this is a note, not a failure
         messages.append(f"{height}x{width} is not a multiple of the network stride {stride}: "
                         "exporting a static graph")
+        log.info(messages[-1])
         dynamic = False
     if dynamic:
         example = torch.randn(2, 3, height, width, device=device)
@@ -119,8 +122,8 @@ def export_program(model: XNet, height: int, width: int, dynamic: bool = True,
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             messages.append(f"dynamic-shape export failed ({type(exc).__name__}: {first[:300]});"
                             f" exporting a static {height}x{width} graph")
-    for msg in messages:
-        log.warning(msg)
+    if dynamic:
+        log.warning(messages[-1])
     example = torch.randn(1, 3, height, width, device=device)
     try:
         with torch.no_grad():
@@ -149,23 +152,41 @@ def load_exported(path: str | Path) -> tuple[torch.export.ExportedProgram, dict]
     return ep, json.loads(extra[METADATA_KEY] or "{}")
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING):
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.level))
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
 def export_onnx(model: XNet, path: str | Path, height: int, width: int, dynamic: bool = True,
-                opset: int | None = None, single_file: bool = False) -> ExportResult:
+                opset: int | None = None, single_file: bool = False,
+                exported: tuple[torch.export.ExportedProgram, ExportResult] | None = None,
+                ) -> ExportResult:
     """ONNX through the dynamo exporter, input 'image', outputs 'depth' and 'labels'.
 
     One self-contained file when the weights fit under protobuf's 2 GB limit, else the weights
-    go to `<path>.data` next to it (an error with `single_file`).
+    go to `<path>.data` next to it (an error with `single_file`). `exported`: an
+    `export_program` result to convert instead of tracing again.
     """
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if single_file and weight_bytes > ONNX_SINGLE_FILE_LIMIT:
         raise ExportError(f"{weight_bytes / 1e9:.1f} GB of weights do not fit one ONNX file; "
                           "export with `xnet export --format onnx --out PATH` (external data)")
-    ep, result = export_program(model, height, width, dynamic)
+    ep, result = exported or export_program(model, height, width, dynamic)
+    result = ExportResult(None, result.dynamic, result.seconds, list(result.messages))
     t0 = time.perf_counter()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("onnx_ir", "onnxscript"):
+            # the exporter prints progress lines and logs every optimisation pass at INFO
             program = torch.onnx.export(
                 ep, (), None, dynamo=True, input_names=[INPUT_NAME],
                 output_names=list(OUTPUT_NAMES), opset_version=opset, verbose=False,

@@ -182,6 +182,7 @@ def transfer_weights(model: nn.Module, source: str | Path) -> TransferReport:
     if bad:
         raise WeightsError(f"init_from {source} does not fit this model's architecture: "
                            f"{len(bad)} tensors, e.g. {', '.join(bad[:8])}")
+    report.reinitialised.sort()
     report.skipped = sorted(k for k in state if k not in target or k in report.reinitialised)
     model.load_state_dict(to_load, strict=False)
     return report

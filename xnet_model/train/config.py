@@ -6,6 +6,7 @@ values; unknown keys are rejected with their full dotted path.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from ..config import ConfigError, ModelConfig, deep_merge, load_mapping, resolve
+from ..config import ABLATION_ROWS, ConfigError, ModelConfig, deep_merge, load_mapping, resolve
 
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 DATASET_KINDS = ("synthetic", "nyu", "kitti", "ade20k", "cityscapes")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,6 +41,8 @@ class DataConfig:
     kind: Literal["synthetic", "nyu", "kitti", "ade20k", "cityscapes"] = "synthetic"
     root: str | None = None  # NYU/KITTI image root; ADE20K/Cityscapes dataset root
     gt_root: str | None = None  # NYU/KITTI depth root; None = root
+    val_root: str | None = None  # the val split's roots (BTS NYU: official_splits/test);
+    val_gt_root: str | None = None  # None = root / gt_root
     # NYU/KITTI: BTS split files ('rgb depth focal' per line). ADE20K/Cityscapes: the split's
     # folder name (None = 'training'/'validation' and 'train'/'val').
     train_split: str | None = None
@@ -115,7 +119,16 @@ class TrainConfig:
     tensorboard: bool = True  # scalars to <out_dir>/tb when torch.utils.tensorboard imports
 
     def model_config(self) -> ModelConfig:
-        return resolve(dict(self.model))
+        """The resolved model. A Table-1 row (`ablation:`) is merged last here, so it decides
+        the decoder's kind and init even where the file pre-trains the decoder for the other
+        rows (`rev` and `fpn` are random-init by definition)."""
+        spec = dict(self.model)
+        row = spec.pop("ablation", None)
+        if row is not None:
+            if row not in ABLATION_ROWS:
+                raise ConfigError(f"ablation: unknown row {row!r}; known: {sorted(ABLATION_ROWS)}")
+            spec = deep_merge(spec, ABLATION_ROWS[row])
+        return resolve(spec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,11 +181,14 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any) -> Any:
-    """YAML writes 1 for 1.0: an int given to a float-only field becomes a float."""
+    """An int given to a float-only field becomes a float, and so does '1e-4' (YAML 1.1 reads
+    exponents without a dot as strings)."""
     union = typing.get_origin(hint) in (Union, types.UnionType)
     args = typing.get_args(hint) if union else (hint,)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if is_int and float in args and int not in args:
+        return float(value)
+    if isinstance(value, str) and float in args and SCIENTIFIC.fullmatch(value):
         return float(value)
     return value
 
@@ -194,6 +210,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value):
+            value = float(value)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:

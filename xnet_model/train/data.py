@@ -84,14 +84,16 @@ def _raw_dataset(cfg: TrainConfig, model: ModelConfig, train: bool) -> Dataset:
         base = SyntheticDataset(length, s.image_size[0], s.image_size[1], offset, None)
         return CachedDataset(base) if s.cache else base
     split = d.train_split if train else d.val_split
+    root = d.root if train else (d.val_root or d.root)
+    gt_root = d.gt_root if train else (d.val_gt_root or d.val_root or d.gt_root)
     if d.kind == "nyu":
-        return public.nyu_depth(d.root, d.gt_root, split, None, max_depth)
+        return public.nyu_depth(root, gt_root, split, None, max_depth)
     if d.kind == "kitti":
-        return public.kitti_eigen(d.root, d.gt_root or d.root, split, None, max_depth)
+        return public.kitti_eigen(root, gt_root or root, split, None, max_depth)
     split = split or DEFAULT_SPLITS[d.kind][0 if train else 1]
     if d.kind == "ade20k":
-        return public.ADE20KDataset(d.root, split)
-    return public.CityscapesDataset(d.root, split)
+        return public.ADE20KDataset(root, split)
+    return public.CityscapesDataset(root, split)
 
 
 def eval_max_depth(cfg: TrainConfig, model: ModelConfig) -> float:

@@ -333,10 +333,13 @@ class Trainer:
             return True
         return value > self.best if self.metric_mode == "max" else value < self.best
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to the last step, evaluate, checkpoint and export. `stop_at` ends this run
+        early at that step, with last.pt written there and nothing exported (resume later)."""
         from tqdm import tqdm
 
         cfg, total = self.cfg, self.total_steps
+        end = total if stop_at is None else min(stop_at, total)
         log.info("training %s for %d steps (%d per epoch) on %d process(es), %s, %s",
                  self.model_cfg.name, total, self.steps_per_epoch, self.ctx.world_size,
                  self.ctx.device, cfg.precision)
@@ -345,7 +348,7 @@ class Trainer:
         window: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
         batches = self._batches(self.step)
-        while self.step < total:
+        while self.step < end:
             epoch, batch = next(batches)
             values = self.train_step(batch)
             self.step += 1
@@ -361,7 +364,7 @@ class Trainer:
                 record = {"kind": "train", "step": self.step, "epoch": epoch,
                           "lr": lrs.get("rest", max(lrs.values())),
                           "lr_encoder": lrs.get("encoder", lrs.get("encoder_no_decay")),
-                          "loss": means,
+                          "grad_norm": means.pop("grad_norm", None), "loss": means,
                           "samples_per_s": count * cfg.data.batch_size
                           * self.ctx.world_size / elapsed}
                 self.log.write(record)
@@ -380,11 +383,11 @@ class Trainer:
                                 "metrics": scalar_metrics(self.last_eval),
                                 "best": {self.metric_name: self.best}})
                 log.info("step %d eval: %s", self.step, _short(self.last_eval))
-            if last or evaluated or (cfg.checkpoint_interval
-                                     and self.step % cfg.checkpoint_interval == 0):
+            if last or evaluated or self.step == end or (
+                    cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0):
                 self.save(best=improved)
         bar.close()
-        if self.ctx.is_main:
+        if self.ctx.is_main and self.step == total:
             self.export()
         dump_parameter_digest(self.model, self.ctx)
         barrier(self.ctx)

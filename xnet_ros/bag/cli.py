@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..colorize import default_palette
 from ..outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS, OutputOptions
+from ..params import CLASS_TABLE_TOPIC, NodeParams
 from .io import STORAGES, BagError
 
 log = logging.getLogger("xnet_ros.bag")
@@ -70,13 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
         infer.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True,
                            help=f"write <namespace>/{name} (default: yes)")
     infer.add_argument("--class-table", action=argparse.BooleanOptionalAction, default=True,
-                       help="write <namespace>/class_table once (default: yes)")
+                       help=f"write <namespace>/{CLASS_TABLE_TOPIC} once (default: yes)")
+    # Defaults are the node's (xnet_ros.params.NodeParams), so the bag shows what it publishes.
+    node = NodeParams()
+    infer.add_argument("--frame-id", default=node.frame_id,
+                       help="frame_id of the outputs (default: the input image's)")
     infer.add_argument("--output-size", type=_size, default=None, metavar="HxW",
                        help="size of the outputs (default: the input image's)")
-    infer.add_argument("--points-stride", type=int, default=1, metavar="N")
-    infer.add_argument("--points-max-range", type=float, default=None, metavar="M")
+    infer.add_argument("--min-depth", type=float, default=None, metavar="M",
+                       help="depth at or below this is written as NaN (default: the model's)")
+    infer.add_argument("--points-stride", type=int, default=node.points_stride, metavar="N",
+                       help=f"every N-th pixel in the cloud (default: {node.points_stride})")
+    infer.add_argument("--points-max-range", type=float, default=None, metavar="M",
+                       help="drop points farther than M metres along z")
     infer.add_argument("--points-unorganized", action="store_true",
                        help="drop invalid points (height 1) instead of keeping the image grid")
+    infer.add_argument("--fx", type=float, default=0.0,
+                       help="fallback intrinsics when there is no (matching) camera info")
+    infer.add_argument("--fy", type=float, default=0.0, help="default: --fx")
+    infer.add_argument("--cx", type=float, default=0.0, help="default: the image centre")
+    infer.add_argument("--cy", type=float, default=0.0, help="default: the image centre")
 
     ev = sub.add_parser("eval", help="evaluate the model against GT depth/labels in a bag",
                         description="Match images with GT depth (32FC1 m / 16UC1 mm) and/or GT "
@@ -111,13 +126,19 @@ def load_predictor(path: Path, backend: str, device: str | None):
 
 
 def _output_options(args: argparse.Namespace, predictor) -> OutputOptions:
-    semantic = predictor.cfg.semantic
-    palette = (np.asarray(semantic.palette, dtype=np.uint8)
-               if semantic is not None and semantic.palette else None)
-    return OutputOptions(output_size=args.output_size, points_stride=args.points_stride,
+    """The node's OutputOptions for these arguments (palette and min depth from the model)."""
+    cfg = predictor.cfg
+    k = predictor.num_classes
+    palette = None
+    if k:
+        palette = (np.asarray(cfg.semantic.palette, dtype=np.uint8).reshape(k, 3)
+                   if cfg.semantic.palette is not None else default_palette(k))
+    model_min = float(cfg.depth.min_depth) if cfg.depth is not None else 1e-3
+    return OutputOptions(output_size=args.output_size, min_depth=args.min_depth or model_min,
+                         points_stride=args.points_stride,
                          points_max_range=args.points_max_range,
                          points_organized=not args.points_unorganized, palette=palette,
-                         num_classes=predictor.num_classes)
+                         num_classes=k)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -127,12 +148,16 @@ def _infer(args: argparse.Namespace) -> int:
         raise BagError(f"output {args.out} exists already; remove it or choose another --out")
     predictor = load_predictor(args.model, args.backend, args.device)
     outputs = frozenset(n for n in ALL_OUTPUTS if getattr(args, OUTPUT_FLAGS[n].replace("-", "_")))
+    fallback = None
+    if args.fx > 0:
+        fallback = (args.fx, args.fy or args.fx, args.cx, args.cy)
     opts = InferOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
         use_camera_info=not args.no_camera_info, every=args.every, storage=args.storage,
         copy_input=args.copy_input, namespace=args.out_namespace, outputs=outputs,
         class_table=args.class_table, output=_output_options(args, predictor),
-        read_ahead=args.read_ahead, quiet=args.quiet)
+        frame_id=args.frame_id, fallback_intrinsics=fallback, read_ahead=args.read_ahead,
+        quiet=args.quiet)
     summary = run_infer(args.bag, args.out, predictor, opts)
     topics = ", ".join(f"{t} ({n})" for t, n in summary.written.items())
     print(f"{summary.processed} of {summary.images} images processed "

@@ -39,7 +39,8 @@ from .report import ReportWriter
 
 log = logging.getLogger(__name__)
 
-DEPTH_SCALES = {"32FC1": 1.0, "16UC1": 1e-3, "mono16": 1e-3}  # GT encoding -> metres per unit
+DEPTH_UNITS = {"32FC1": 1, "16UC1": 1000, "mono16": 1000}  # GT encoding -> units per metre
+SATURATED_MM = 65535  # "65.535 m or more": no measurement, like 0
 LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
 MATCH_MODES = ("exact", "nearest")
 MAX_WAITING = 64  # images held for their GT before they are evaluated with what has arrived
@@ -65,15 +66,18 @@ class EvalOptions:
 
 
 def gt_depth_metres(msg: Any) -> np.ndarray:
-    """A GT depth Image in metres (float32); 0 / NaN stay invalid."""
-    scale = DEPTH_SCALES.get(msg.encoding)
-    if scale is None:
+    """A GT depth Image in metres (float32). 0 and NaN stay invalid; a saturated 16-bit value
+    (65535 mm) becomes NaN, since the true depth beyond 65.5 m is unknown."""
+    units = DEPTH_UNITS.get(msg.encoding)
+    if units is None:
         raise ValueError(f"GT depth encoding {msg.encoding!r} is not one of "
-                         f"{', '.join(DEPTH_SCALES)}")
+                         f"{', '.join(DEPTH_UNITS)}")
     depth = image_to_array(msg)
-    if scale == 1.0:
+    if units == 1:
         return depth
-    return depth.astype(np.float32) * np.float32(scale)
+    metres = depth.astype(np.float32) / np.float32(units)
+    metres[depth == SATURATED_MM] = np.nan
+    return metres
 
 
 def gt_labels(msg: Any) -> np.ndarray:
@@ -216,8 +220,7 @@ class BagEvaluation:
                         if index % self.opts.every == 0:
                             self._add_image(bag, image, index, timestamp, raw)
                             bar.update()
-                    for frame in self._drain_settled():
-                        self._evaluate(frame)
+                    self._evaluate_settled()
             finally:
                 messages.close()  # type: ignore[attr-defined]
 
@@ -251,17 +254,19 @@ class BagEvaluation:
                                          prediction.depth, prediction.labels,
                                          rgb if keep_rgb else None))
 
-    def _drain_settled(self) -> list[WaitingFrame]:
-        ready = []
+    def _evaluate_settled(self) -> None:
+        """Evaluate the waiting frames whose GT cannot get better, then forget older GT."""
+        last = None
         while self.waiting and (
                 len(self.waiting) > MAX_WAITING or
                 all(m.settled(self.waiting[0].stamp) for m in self.matchers.values())):
-            ready.append(self.waiting.popleft())
-        if ready:
-            oldest = min([ready[-1].stamp] + [f.stamp for f in self.waiting])
+            frame = self.waiting.popleft()
+            self._evaluate(frame)
+            last = frame.stamp
+        if last is not None:
+            oldest = min([last] + [f.stamp for f in self.waiting])
             for matcher in self.matchers.values():
                 matcher.prune(oldest)
-        return ready
 
     def _drain_all(self) -> list[WaitingFrame]:
         frames = list(getattr(self, "waiting", ()))
@@ -320,10 +325,12 @@ class BagEvaluation:
         record["gt"] = status
         tally.frames.append(record)
         if frame.rgb is not None:
-            self.report.panel(frame.index, frame.rgb, gt_depth,
-                              pred_depth if pred_depth is not None else frame.depth,
-                              gt_label, pred_labels if pred_labels is not None else frame.labels,
-                              self.opts.min_depth, self.max_depth, self.palette)
+            if "depth" in self.matchers and pred_depth is None:
+                pred_depth = frame.depth
+            if "labels" in self.matchers and pred_labels is None:
+                pred_labels = frame.labels
+            self.report.panel(frame.index, frame.rgb, gt_depth, pred_depth, gt_label,
+                              pred_labels, self.opts.min_depth, self.max_depth, self.palette)
 
     def _error_sample(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Signed error (pred - gt, metres) on a random subset of the pixels the metrics use."""

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,14 @@ from ..outputs import (
     OutputOptions,
     build_outputs,
 )
+from ..params import CLASS_TABLE_TOPIC
 from .io import (
     CAMERA_INFO,
     CLASS_TABLE,
     COMPRESSED_IMAGE,
     IMAGE,
     LATCHED_QOS,
+    OUTPUT_QOS,
     BagError,
     BagReader,
     BagReadError,
@@ -54,7 +57,6 @@ from .io import (
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
-CLASS_TABLE_OUTPUT = "class_table"  # relative topic name, like the outputs of build_outputs
 MAX_LOGGED_FAILURES = 3
 
 
@@ -70,6 +72,8 @@ class InferOptions:
     outputs: frozenset[str] = frozenset(ALL_OUTPUTS)
     class_table: bool = True
     output: OutputOptions = field(default_factory=OutputOptions)
+    frame_id: str = ""  # "" = the input image's frame_id
+    fallback_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy
     read_ahead: int = 4  # frames decoded ahead of the model
     write_behind: int = 4  # frames queued for writing behind the model
     quiet: bool = False
@@ -118,6 +122,23 @@ def image_rgb(msg: Any, msgtype: str) -> np.ndarray:
     if msgtype == COMPRESSED_IMAGE:
         return decode_compressed(msg)
     return to_rgb(image_to_array(msg), msg.encoding)
+
+
+def fit_intrinsics(intrinsics: Intrinsics | None, height: int, width: int,
+                   fallback: tuple[float, float, float, float] | None) -> Intrinsics | None:
+    """As the node does: camera info of the image's size, or scaled when only the resolution
+    differs (same aspect ratio); else the fallback fx, fy, cx, cy (0 = image centre)."""
+    if intrinsics is not None:
+        if (intrinsics.width, intrinsics.height) == (width, height):
+            return intrinsics
+        aspect = width / height
+        if abs(intrinsics.width / intrinsics.height - aspect) < 0.01 * aspect:
+            return intrinsics.scaled(width, height)
+    if fallback is not None:
+        fx, fy, cx, cy = fallback
+        return Intrinsics(fx, fy, cx or (width - 1) / 2.0, cy or (height - 1) / 2.0, width,
+                          height)
+    return None
 
 
 class CameraInfoIndex:
@@ -175,14 +196,24 @@ class WriteBehind:
         while len(self._pending) > self._depth:
             self._pending.popleft().result()
 
+    def call(self, job: Callable[..., Any], *args: Any) -> Any:
+        """Run `job` on the writer thread (sqlite3 connections are bound to their thread)."""
+        if self._pool is None:
+            return job(*args)
+        self.drain()
+        return self._pool.submit(job, *args).result()
+
     def drain(self) -> None:
         while self._pending:
             self._pending.popleft().result()
 
-    def shutdown(self) -> None:
+    def cancel_pending(self) -> None:
         for future in self._pending:
             future.cancel()
         self._pending.clear()
+
+    def shutdown(self) -> None:
+        self.cancel_pending()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
@@ -196,6 +227,7 @@ class BagInference:
         self.predictor = predictor
         self.opts = opts
         self.summary = InferSummary()
+        self.size_warned = False
 
     def run(self, bag_path: str | Path, out_path: str | Path) -> InferSummary:
         start = time.perf_counter()
@@ -206,31 +238,37 @@ class BagInference:
             self.topics = {name: output_topic(self.opts.namespace, name) for name in wanted}
             copy_topics = self._copy_topics(bag)
             self.factory = MessageFactory(bag.typestore)
-            self.writer = BagWriter(out_path, bag.typestore, self.opts.storage)
             self.wanted = frozenset(wanted)
             self.class_table = self._class_table_topic()
-            for topic in copy_topics:
-                msgdef, rihs01, qos = bag.connection_info(topic)
-                self.writer.add_topic(topic, bag.topics[topic].msgtype, msgdef=msgdef,
-                                      rihs01=rihs01, qos=qos)
             writes = WriteBehind(self.opts.write_behind)
             try:
-                self._stream(bag, image, cameras, copy_topics, writes)
-                writes.drain()
-            except BagReadError as exc:
-                writes.drain()
-                self.summary.read_error = str(exc)
-            except KeyboardInterrupt:
-                writes.drain()
-                self.summary.interrupted = True
+                self.writer = writes.call(BagWriter, out_path, bag.typestore, self.opts.storage,
+                                          [OUTPUT_QOS])
             except BaseException:
                 writes.shutdown()
-                self.writer.abort()
                 raise
-            writes.shutdown()
+            try:
+                for topic in copy_topics:
+                    msgdef, rihs01, qos = bag.connection_info(topic)
+                    writes.call(self.writer.add_topic, topic, bag.topics[topic].msgtype,
+                                msgdef, rihs01, qos)
+                self._stream(bag, image, cameras, copy_topics, writes)
+            except BagReadError as exc:
+                self.summary.read_error = str(exc)
+            except KeyboardInterrupt:
+                self.summary.interrupted = True
+            except BaseException:
+                writes.cancel_pending()
+                with suppress(Exception):
+                    writes.call(self.writer.abort)
+                writes.shutdown()
+                raise
             incomplete = self.summary.read_error or (
                 "interrupted" if self.summary.interrupted else None)
-            self.writer.close(incomplete=incomplete)
+            try:
+                writes.call(self.writer.close, incomplete)
+            finally:
+                writes.shutdown()
         counts = self.writer.counts
         self.summary.written = {t: counts[t] for t in self.topics.values() if counts[t]}
         self.summary.copied = sum(counts[t] for t in copy_topics)
@@ -269,7 +307,9 @@ class BagInference:
             reason = f"no usable camera_info on {name}" + (f" ({problem})" if problem else "")
         dropped = [output_topic(opts.namespace, n) for n in (DEPTH_INFO, POINTS)
                    if n in opts.outputs]
-        if dropped:
+        if opts.fallback_intrinsics is not None:
+            log.info("%s: using the intrinsics given on the command line", reason)
+        elif dropped:
             self._warn(f"{reason}: {' and '.join(dropped)} are not written")
         return None
 
@@ -277,7 +317,8 @@ class BagInference:
         tasks = set(self.predictor.cfg.tasks)
         possible = set()
         if "depth" in tasks:
-            possible |= {DEPTH, DEPTH_INFO, POINTS} if cameras else {DEPTH}
+            with_intrinsics = cameras or self.opts.fallback_intrinsics
+            possible |= {DEPTH, DEPTH_INFO, POINTS} if with_intrinsics else {DEPTH}
         if "semantic" in tasks:
             possible |= {LABELS, COLOR}
         return [name for name in ALL_OUTPUTS if name in self.opts.outputs and name in possible]
@@ -314,8 +355,17 @@ class BagInference:
                 if self.summary.failed <= MAX_LOGGED_FAILURES:
                     log.warning("image %d on %s skipped: %s", index, image.name, exc)
                 continue
-            intrinsics = cameras.lookup(stamp_ns(msg.header.stamp)) if cameras else None
-            yield Frame(index, timestamp, msg.header, rgb, intrinsics)
+            info = cameras.lookup(stamp_ns(msg.header.stamp)) if cameras else None
+            intrinsics = fit_intrinsics(info, *rgb.shape[:2], self.opts.fallback_intrinsics)
+            if info is not None and intrinsics is None and not self.size_warned:
+                self.size_warned = True
+                self._warn(f"camera_info is for {info.width}x{info.height} but the images are "
+                           f"{rgb.shape[1]}x{rgb.shape[0]}: not using it")
+            if self.opts.frame_id:
+                header = self.factory.header(stamp_ns(msg.header.stamp), self.opts.frame_id)
+            else:
+                header = msg.header
+            yield Frame(index, timestamp, header, rgb, intrinsics)
 
     def _stream(self, bag: BagReader, image: Topic, cameras: CameraInfoIndex | None,
                 copy_topics: list[str], writes: WriteBehind) -> None:
@@ -354,14 +404,14 @@ class BagInference:
         if CLASS_TABLE not in self.factory.types:
             log.info("%s definition not found; no class table written", CLASS_TABLE)
             return None
-        topic = output_topic(self.opts.namespace, CLASS_TABLE_OUTPUT)
-        self.topics[CLASS_TABLE_OUTPUT] = topic
+        topic = output_topic(self.opts.namespace, CLASS_TABLE_TOPIC)
+        self.topics[CLASS_TABLE_TOPIC] = topic
         return topic
 
     def _write_class_table(self, first: Frame) -> None:
         semantic = self.predictor.cfg.semantic
         k = semantic.num_classes
-        names = list(semantic.class_names or [str(i) for i in range(k)])
+        names = list(semantic.class_names or [f"class_{i}" for i in range(k)])
         palette = self.opts.output.palette
         if palette is None:
             palette = default_palette(k)

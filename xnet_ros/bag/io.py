@@ -52,9 +52,13 @@ POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 CLASS_TABLE = "xnet_ros/msg/ClassTable"
 STORAGES = ("mcap", "sqlite3")
 
-# What a latched publisher offers: `ros2 bag play` re-publishes such topics transient-local.
+# Offered QoS recorded with the outputs; `ros2 bag play` re-publishes with it. As the node:
+# outputs reliable, volatile, keep last 5; the class table latched (transient local, depth 1).
+_NEVER = QosTime(0, 0)  # rmw "unspecified" = default / infinite
+OUTPUT_QOS = Qos(QosHistory.KEEP_LAST, 5, QosReliability.RELIABLE, QosDurability.VOLATILE,
+                 _NEVER, _NEVER, QosLiveliness.AUTOMATIC, _NEVER, False)
 LATCHED_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                  QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+                  _NEVER, _NEVER, QosLiveliness.AUTOMATIC, _NEVER, False)
 
 T = TypeVar("T")
 
@@ -363,7 +367,8 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
 class BagWriter:
     """A new rosbag2 (MCAP by default); topics are added on their first message."""
 
-    def __init__(self, path: str | Path, typestore: Any, storage: str = "mcap"):
+    def __init__(self, path: str | Path, typestore: Any, storage: str = "mcap",
+                 default_qos: Iterable[Qos] = ()):
         self.path = Path(path)
         if storage not in STORAGES:
             raise BagError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
@@ -371,6 +376,7 @@ class BagWriter:
             raise BagError(f"output {self.path} exists already; remove it or choose another path")
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.typestore = typestore
+        self.default_qos = list(default_qos)  # for topics added by their first message
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
         try:
             self._writer.open()
@@ -379,7 +385,7 @@ class BagWriter:
         self._connections: dict[str, Any] = {}
         self.counts: Counter[str] = Counter()
 
-    def add_topic(self, topic: str, msgtype: str, *, msgdef: str | None = None,
+    def add_topic(self, topic: str, msgtype: str, msgdef: str | None = None,
                   rihs01: str | None = None, qos: Iterable[Qos] = ()) -> None:
         if msgdef is None or rihs01 is None:
             msgdef, rihs01 = None, None  # both from the typestore, or they may disagree
@@ -389,7 +395,7 @@ class BagWriter:
 
     def write(self, topic: str, timestamp: int, msg: Any) -> None:
         if topic not in self._connections:
-            self.add_topic(topic, msg.__msgtype__)
+            self.add_topic(topic, msg.__msgtype__, qos=self.default_qos)
         self.write_raw(topic, timestamp, self.typestore.serialize_cdr(msg, msg.__msgtype__))
 
     def write_raw(self, topic: str, timestamp: int, data: Any) -> None:

@@ -1,0 +1,48 @@
+"""`make bench`: every component benchmark in one table (point clouds, synthetic data, bags).
+
+Model/backends latency has its own command: `xnet bench` (see docs/runtime.md).
+Usage: python -m benchmarks.run_all [--append docs/benchmarks.md] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from xnet_model.runtime.bench import append_report, report_section
+
+SUITES = ("bench_pointcloud", "bench_synthetic", "bench_bag")
+
+
+def _cell(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = ["suite"] + sorted({k for r in rows for k in r} - {"suite"}, key=lambda k: k != "name")
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--append", help="append the table to this Markdown report")
+    parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
+    args = parser.parse_args(argv)
+    rows: list[dict] = []
+    for suite in args.only.split(","):
+        module = importlib.import_module(f"benchmarks.{suite}")
+        print(f"running {suite} ...", flush=True)
+        rows += [{"suite": suite, **row} for row in module.run()]
+    table = markdown(rows)
+    print(table)
+    if args.append:
+        section = report_section("Component benchmarks", table, "make bench")
+        print(f"appended to {append_report(args.append, section)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Latest-frame slot and inference worker (no ROS): replacement semantics and counters."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from xnet_ros.worker import InferenceWorker, LatencySummary, LatestFrameSlot
+
+
+class SlowPredictor:
+    """A fake model: blocks until released (or sleeps), records what it processed."""
+
+    def __init__(self, delay: float = 0.0, gated: bool = False):
+        self.delay = delay
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.started = threading.Event()
+        self.seen: list = []
+
+    def __call__(self, item):
+        self.started.set()
+        assert self.gate.wait(10.0)
+        time.sleep(self.delay)
+        if item == "bad":
+            raise ValueError("bad frame")
+        if item == "skip":
+            return None
+        self.seen.append(item)
+        return {"pre_ms": 1.0, "infer_ms": 10.0, "post_ms": 2.0, "total_ms": 14.0}
+
+
+def test_slot_put_replaces_and_take_empties():
+    slot = LatestFrameSlot()
+    assert slot.take(timeout=0.01) == (False, None)
+    assert slot.put(1) is False
+    assert slot.put(2) is True  # replaced 1
+    assert slot.pending
+    assert slot.take(timeout=0.01) == (True, 2)
+    assert not slot.pending
+    assert slot.take(timeout=0.01) == (False, None)
+    slot.put(None)  # None is a valid item
+    assert slot.take(timeout=0.01) == (True, None)
+
+
+def test_slot_take_waits_for_put_and_close_wakes():
+    slot = LatestFrameSlot()
+    got = []
+    t = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    t.start()
+    time.sleep(0.05)
+    slot.put("x")
+    t.join(5.0)
+    assert got == [(True, "x")]
+    t = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    t.start()
+    time.sleep(0.05)
+    slot.close()
+    t.join(5.0)
+    assert got[-1] == (False, None)
+    with pytest.raises(RuntimeError):
+        slot.put("y")
+
+
+def test_busy_worker_keeps_only_the_newest_frame():
+    fake = SlowPredictor(gated=True)
+    w = InferenceWorker(fake)
+    w.start()
+    try:
+        w.submit(0)
+        assert fake.started.wait(5.0)  # 0 is being processed, the gate holds it
+        replaced = [w.submit(i) for i in range(1, 6)]
+        assert replaced == [False, True, True, True, True]
+        s = w.snapshot()
+        assert (s.received, s.processed, s.dropped, s.pending, s.busy) == (6, 0, 4, 1, True)
+        assert s.in_flight == 2 and s.balanced
+        fake.gate.set()
+        assert w.wait_idle(5.0)
+        s = w.snapshot()
+        assert fake.seen == [0, 5]  # the first and the newest; 1..4 were replaced
+        assert (s.received, s.processed, s.dropped, s.failed, s.in_flight) == (6, 2, 4, 0, 0)
+        assert s.balanced
+    finally:
+        assert w.stop(5.0)
+
+
+def test_counters_balance_under_a_concurrent_flood():
+    fake = SlowPredictor(delay=0.002)
+    w = InferenceWorker(fake)
+    w.start()
+    n_threads, per_thread = 4, 250
+    snapshots = []
+
+    def flood(k):
+        for i in range(per_thread):
+            w.submit((k, i))
+            if i % 50 == 0:
+                snapshots.append(w.snapshot())
+
+    threads = [threading.Thread(target=flood, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert w.wait_idle(10.0)
+    s = w.snapshot()
+    assert w.stop(5.0)
+    total = n_threads * per_thread
+    assert s.received == total
+    assert s.processed + s.dropped == total and s.failed == 0
+    assert s.processed == len(fake.seen) >= 1 and s.dropped > 0
+    for snap in snapshots:
+        assert snap.balanced and 0 <= snap.in_flight <= 2 and snap.pending <= 1
+
+
+def test_failures_skips_and_error_callback():
+    errors = []
+
+    def on_error(item, exc):
+        errors.append((item, str(exc)))
+        raise RuntimeError("a failing logger must not kill the worker")
+
+    w = InferenceWorker(SlowPredictor(), on_error=on_error)
+    w.start()
+    try:
+        for item in ("bad", "skip", "ok"):
+            w.submit(item)
+            assert w.wait_idle(5.0)
+        w.skip()  # no subscribers: counted without processing
+        w.fail("rejected early")
+        s = w.snapshot()
+        assert (s.received, s.processed, s.skipped, s.failed, s.dropped) == (5, 1, 2, 2, 0)
+        assert s.dropped_total == 2 and s.balanced
+        assert errors == [("bad", "bad frame")]
+        assert s.last_error == "rejected early"
+        assert w.running
+    finally:
+        w.stop(5.0)
+
+
+def test_stop_drops_the_pending_frame_and_later_submits():
+    fake = SlowPredictor(gated=True)
+    w = InferenceWorker(fake)
+    w.start()
+    w.submit("a")
+    assert fake.started.wait(5.0)
+    w.submit("b")  # pending
+    threading.Timer(0.1, fake.gate.set).start()
+    assert w.stop(5.0)  # waits for "a", discards "b"
+    w.submit("c")
+    s = w.snapshot()
+    assert fake.seen == ["a"]
+    assert (s.received, s.processed, s.dropped, s.in_flight) == (3, 1, 2, 0)
+    assert s.balanced and not w.running
+
+
+def test_latency_and_rate():
+    clock = [100.0]
+    w = InferenceWorker(SlowPredictor(), clock=lambda: clock[0], rate_window_s=3.0)
+    w.start()
+    try:
+        for _ in range(11):  # one frame every 0.1 s of fake time
+            w.submit("f")
+            assert w.wait_idle(5.0)
+            clock[0] += 0.1
+        s = w.snapshot()
+        assert s.processed == 11
+        assert s.rate_hz == pytest.approx(10 / 1.1, rel=1e-6)  # 10 intervals over 1.1 s to now
+        lat = s.latency["infer_ms"]
+        assert (lat.count, lat.mean, lat.p50, lat.p95, lat.max, lat.last) == (
+            11, 10.0, 10.0, 10.0, 10.0, 10.0)
+        assert s.latency["total_ms"].mean == 14.0
+        clock[0] += 10.0  # frames stop: the rate decays to 0
+        assert w.snapshot().rate_hz == 0.0
+        assert w.snapshot().last_processed_age_s == pytest.approx(10.1)
+    finally:
+        w.stop(5.0)
+
+
+def test_latency_summary():
+    empty = LatencySummary.of([])
+    assert empty.count == 0 and math.isnan(empty.mean)
+    s = LatencySummary.of([float(v) for v in range(1, 101)])
+    assert (s.p50, s.p95, s.max, s.mean, s.last) == (50.0, 95.0, 100.0, 50.5, 100.0)
