@@ -10,7 +10,6 @@ faulted in again every frame; on a small VM that costs more than the packing its
 from __future__ import annotations
 
 import argparse
-import ctypes
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ import numpy as np
 
 from xnet_ros.conversions import array_to_image_fields, image_to_array, to_rgb
 from xnet_ros.geometry import Intrinsics, backproject, pack_pointcloud
+from xnet_ros.outputs import tune_malloc
 
 HEIGHT, WIDTH = 480, 640
 REPEATS = 50
@@ -76,18 +76,6 @@ def run(repeats: int = REPEATS) -> list[dict]:
         (f"array_to_image_fields 32FC1 {size}", lambda: array_to_image_fields(depth, "32FC1")),
     ]
     return [time_call(name, fn, repeats) for name, fn in cases]
-
-
-def tune_malloc(threshold_bytes: int = 256 << 20) -> bool:
-    """Keep freed heap memory mapped (glibc mallopt); False where that is not available."""
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(m_trim_threshold, threshold_bytes)) and bool(
-        libc.mallopt(m_mmap_threshold, 32 << 20)
-    )
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from xnet_model.runtime.bench import append_report, report_section
+from xnet_ros.outputs import tune_malloc
 
 SUITES = ("bench_pointcloud", "bench_synthetic", "bench_bag")
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append", help="append the table to this Markdown report")
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     args = parser.parse_args(argv)
+    tune_malloc()  # as the node does (see xnet_ros.outputs.tune_malloc)
     rows: list[dict] = []
     for suite in args.only.split(","):
         module = importlib.import_module(f"benchmarks.{suite}")

@@ -415,6 +415,7 @@ def run_demo(out: Path, frames: int = 30, rate: float = 10.0, width: int = 640,
     received: dict[str, list[tuple[int, bytes]]] = {t: [] for t in MSG_TYPES}
     recv_lock = threading.Condition()
 
+    xnode.tune_malloc()  # as main() does for the standalone node
     ctx = Context()
     rclpy.init(context=ctx)
     executor = SingleThreadedExecutor(context=ctx)

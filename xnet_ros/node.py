@@ -64,6 +64,7 @@ from .outputs import (
     POINTS,
     OutputOptions,
     build_outputs,
+    tune_malloc,
 )
 from .params import (
     CLASS_TABLE_TOPIC,
@@ -719,6 +720,7 @@ class ModelLoadError(RuntimeError):
 # ------------------------------------------------------------------------------------ main
 def main(args: list[str] | None = None) -> int:
     """`ros2 run xnet_ros xnet_node [--ros-args ...]`: spin the node until Ctrl-C."""
+    tune_malloc()
     rclpy.init(args=args)
     node = None
     try:
