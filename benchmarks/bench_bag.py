@@ -4,8 +4,8 @@ Run from the repository root: ``python -m benchmarks.bench_bag [--frames N] [--r
 [--model DIR]``. The bag cycles the KITTI fixture's frames (1242x375 rgb8 + camera_info) when
 ../shared/fixtures is there, else random 1242x375 images. The model is the packaged demo model,
 else a random-weight atto model at 96x320. Modes alternate round by round and the best round
-of each is reported (least disturbed by other load on a shared machine), with the median, and
-the process CPU time per frame (all threads), which other load disturbs much less.
+of each is reported (least disturbed by other load on a shared machine) with the median; the
+ratio to the model alone is taken per round, from back-to-back runs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from xnet_model import Predictor, build_model
 from xnet_ros.bag.infer import InferOptions, run_infer
 from xnet_ros.bag.io import CAMERA_INFO, IMAGE, BagReader, make_typestore
 from xnet_ros.conversions import image_to_array
+from xnet_ros.outputs import tune_malloc
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("XNET_FIXTURES", REPO.parent / "shared" / "fixtures"))
@@ -31,7 +32,7 @@ KITTI = FIXTURES / "rosbag" / "kitti_tiny_ros2_mcap"
 KITTI_TOPICS = ("/kitti/camera_color_left/image_raw", "/kitti/camera_color_left/camera_info")
 IMAGE_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
 DEMO_MODEL = REPO / "xnet_model" / "assets" / "demo_model"
-FRAMES, ROUNDS = 12, 3
+FRAMES, ROUNDS = 24, 3
 
 
 def source_messages(typestore) -> tuple[list, list, str]:
@@ -84,20 +85,11 @@ def model_path(work: Path, model: str | None) -> tuple[Path, str]:
     return path, "random-weight atto_x_atto_multitask 96x320 (demo model missing)"
 
 
-def _row(name: str, frames: int, seconds: list[float], cpu_seconds: list[float],
-         reference: dict | None) -> dict:
-    best = min(seconds)
-    row = {"name": name, "frames": frames, "seconds": [round(s, 3) for s in seconds],
-           "best_s": best, "fps": frames / best,
-           "median_fps": frames / float(np.median(seconds)),
-           "cpu_ms_per_frame": 1e3 * min(cpu_seconds) / frames}
-    if reference is not None:
-        row["ratio_to_model"] = row["fps"] / reference["fps"]
-        row["cpu_ratio_to_model"] = reference["cpu_ms_per_frame"] / row["cpu_ms_per_frame"]
-    return row
-
-
 def run(frames: int = FRAMES, rounds: int = ROUNDS, model: str | None = None) -> list[dict]:
+    """One row per mode. Each round times the model alone, then each bag mode, back to back, so
+    `ratio_to_model` (median over rounds of the per-round FPS ratios) compares runs under the
+    same background load; `model_share` is the part of a bag run spent in Predictor.predict."""
+    tune_malloc()  # as `xnet bag` and the node do
     with tempfile.TemporaryDirectory(prefix="bench_bag_") as tmp:
         work = Path(tmp)
         bag = work / "bag"
@@ -115,6 +107,7 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, model: str | None = None) ->
         names = ["model only", *modes]
         wall: dict[str, list[float]] = {name: [] for name in names}
         cpu: dict[str, list[float]] = {name: [] for name in names}
+        share: dict[str, list[float]] = {name: [] for name in modes}
         for _ in range(rounds):
             for name in names:
                 out = work / "out"
@@ -124,17 +117,32 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, model: str | None = None) ->
                     for rgb in rgbs:
                         predictor.predict(rgb)
                 else:
-                    run_infer(bag, out, predictor, modes[name])
+                    summary = run_infer(bag, out, predictor, modes[name])
+                    share[name].append(summary.model_seconds / summary.seconds)
                 wall[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
-        size = f"{rgbs[0].shape[1]}x{rgbs[0].shape[0]}"
-        reference = _row("model only", frames, wall["model only"], cpu["model only"], None)
-        rows = [reference] + [_row(name, frames, wall[name], cpu[name], reference)
-                              for name in modes]
-        for row in rows:
-            row.update(input=f"{source} {size}", model=f"{predictor.cfg.name} ({model_kind})",
-                       backend=predictor.backend.describe())
+        common = {"frames": frames, "input": f"{source} {rgbs[0].shape[1]}x{rgbs[0].shape[0]}",
+                  "model": f"{predictor.cfg.name} ({model_kind})",
+                  "backend": predictor.backend.describe()}
+        rows = []
+        for name in names:
+            row = {"name": name, **common, "seconds": [round(t, 3) for t in wall[name]],
+                   "fps": frames / min(wall[name]),
+                   "median_fps": frames / float(np.median(wall[name])),
+                   "cpu_ms_per_frame": 1e3 * float(np.median(cpu[name])) / frames}
+            if name in modes:
+                ratios = [m / b for m, b in zip(wall["model only"], wall[name])]
+                cpu_ratios = [m / b for m, b in zip(cpu["model only"], cpu[name])]
+                row.update(ratio_to_model=float(np.median(ratios)),
+                           ratios=[round(r, 3) for r in ratios],
+                           cpu_ratio_to_model=float(np.median(cpu_ratios)),
+                           model_share=float(np.median(share[name])))
+            rows.append(row)
         return rows
+
+
+def _pct(row: dict, key: str, width: int) -> str:
+    return f"{row[key]:{width}.1%}" if key in row else " " * (width - 1) + "-"
 
 
 def main() -> None:
@@ -142,20 +150,26 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--model", default=None, help="saved model directory")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = run(args.frames, args.rounds, args.model)
     print(f"input: {rows[0]['input']}; model: {rows[0]['model']}; {rows[0]['backend']}")
     width = max(len(row["name"]) for row in rows)
-    print(f"{'mode':<{width}}  frames  best_fps  median_fps  vs_model  cpu_ms/frame  "
-          "cpu_vs_model")
+    print(f"{'mode':<{width}}  frames  best_fps  median_fps  vs_model  model_share  "
+          "cpu_ms/frame  cpu_vs_model")
     for row in rows:
-        ratio = f"{row['ratio_to_model']:8.1%}" if "ratio_to_model" in row else "       -"
-        cpu_ratio = (f"{row['cpu_ratio_to_model']:12.1%}" if "cpu_ratio_to_model" in row
-                     else "           -")
         print(f"{row['name']:<{width}}  {row['frames']:6d}  {row['fps']:8.2f}  "
-              f"{row['median_fps']:10.2f}  {ratio}  {row['cpu_ms_per_frame']:12.1f}  "
-              f"{cpu_ratio}")
-
+              f"{row['median_fps']:10.2f}  {_pct(row, 'ratio_to_model', 8)}  "
+              f"{_pct(row, 'model_share', 11)}  {row['cpu_ms_per_frame']:12.1f}  "
+              f"{_pct(row, 'cpu_ratio_to_model', 12)}")
+    print("vs_model: median over rounds of model-only time / bag time (back-to-back runs); "
+          "model_share: time in Predictor.predict / bag time; cpu_vs_model: the same ratio for "
+          "process CPU time (all threads)")
 
 if __name__ == "__main__":
     main()

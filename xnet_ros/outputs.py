@@ -6,12 +6,13 @@ returned fields into their own message classes, so both publish identical data.
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
+
+from xnet_model.memory import tune_malloc
 
 from .colorize import colorize_labels, default_palette
 from .conversions import array_to_image_fields
@@ -22,6 +23,7 @@ DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS = (
     "depth", "depth/camera_info", "semantic/labels", "semantic/color", "points"
 )
 ALL_OUTPUTS = (DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS)
+__all__ = ["ALL_OUTPUTS", "FrameOutputs", "OutputOptions", "build_outputs", "tune_malloc"]
 
 
 @dataclass
@@ -93,20 +95,4 @@ def points_for(depth: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None,
     return pack_pointcloud(
         xyz, rgb[::s, ::s], None if labels is None else labels[::s, ::s],
         organized=opts.points_organized, max_range=opts.points_max_range,
-    )
-
-
-def tune_malloc(threshold_bytes: int = 256 << 20) -> bool:
-    """Keep freed multi-MB frame buffers mapped (glibc mallopt); False where unavailable.
-
-    With glibc's defaults every frame's point-cloud buffers are returned to the OS and fault
-    back in on the next frame: 8-13 ms instead of ~2.7 ms for a 640x480 cloud (benchmarks).
-    """
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(m_trim_threshold, threshold_bytes)) and bool(
-        libc.mallopt(m_mmap_threshold, 32 << 20)
     )

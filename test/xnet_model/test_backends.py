@@ -52,8 +52,21 @@ def assert_close(ref: dict, got: dict, depth_tol=DEPTH_TOL, agreement=LABEL_AGRE
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
+    """A fresh engine cache: the test sees its own misses."""
     monkeypatch.setenv("XNET_ENGINE_CACHE", str(tmp_path / "engines"))
     return tmp_path / "engines"
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("engines")
+
+
+@pytest.fixture
+def shared_cache(module_cache, monkeypatch):
+    """One engine cache for the module: the tiny model is exported to ONNX once."""
+    monkeypatch.setenv("XNET_ENGINE_CACHE", str(module_cache))
+    return module_cache
 
 
 # ---- onnxruntime -----------------------------------------------------------------------------
@@ -95,7 +108,7 @@ def test_onnxruntime_runs_a_given_file_and_rejects_other_precisions(tmp_path):
         create_backend("onnxruntime", model, "cpu", precision="fp16", onnx_path=path)
 
 
-def test_predictor_keys_the_cache_by_the_saved_files(tmp_path, cache_dir):
+def test_predictor_keys_the_cache_by_the_saved_files(tmp_path, shared_cache):
     from xnet_model import model_digest
 
     tiny_model().save(tmp_path / "model")
@@ -136,7 +149,7 @@ def test_torch_bf16_autocast_runs_on_cpu():
 
 # ---- auto and fallback chains ----------------------------------------------------------------
 
-def test_auto_picks_a_cpu_backend_here_and_logs_why(cache_dir, caplog):
+def test_auto_picks_a_cpu_backend_here_and_logs_why(shared_cache, caplog):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: auto prefers GPU backends")
     model = tiny_model()
@@ -323,7 +336,7 @@ def test_calibration_images_are_preprocessed_like_the_predictor(tmp_path):
 
 # ---- bench -----------------------------------------------------------------------------------
 
-def test_bench_cli_prints_and_appends_a_table(tmp_path, cache_dir, capsys):
+def test_bench_cli_prints_and_appends_a_table(tmp_path, shared_cache, capsys):
     from xnet_model.runtime.cli import bench_main
 
     tiny_model().save(tmp_path / "model")
@@ -346,6 +359,8 @@ def test_bench_cli_prints_and_appends_a_table(tmp_path, cache_dir, capsys):
     text = report.read_text()
     assert text.startswith("# Benchmarks\n\n## Someone else's section\n\nkeep me\n")
     assert "## tiny" in text and "- CPU: " in text and "Command: `xnet bench --model" in text
+    command = text.split("Command: ")[1].splitlines()[0]
+    assert "--iters 3" in command and "--title" not in command
 
 
 def test_markdown_table_formats_rows():

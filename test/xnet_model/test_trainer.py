@@ -2,7 +2,6 @@
 and resumed `xnet train` process, and a learning check on synthetic scenes."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,11 +17,11 @@ from torch import nn
 
 from xnet_model import Predictor, build_model, load_model
 from xnet_model.config import deep_merge
-from xnet_model.data.synthetic import SyntheticDataset
 from xnet_model.metrics import DepthMetricAccumulator, SegmentationMetric
 from xnet_model.train import checkpoint as ckpt
 from xnet_model.train.cli import eval_main, train_main
 from xnet_model.train.config import load_train_config
+from xnet_model.train.data import SyntheticScenes
 from xnet_model.train.evaluate import predict
 from xnet_model.train.trainer import Trainer, WarmupPoly
 from xnet_model.weights import WeightsError
@@ -89,7 +88,7 @@ def test_training_writes_checkpoints_metrics_and_the_exported_model(tmp_path):
         assert torch.equal(value, best["model"][key]), key
     doc = json.loads((out / "model" / "config.json").read_text())
     assert doc["training"]["source"] == "best" and doc["training"]["step"] == best["step"]
-    image = SyntheticDataset(1, 96, 128, 5, None)[0]["image"]
+    image = SyntheticScenes(1, 96, 128, 5)[0]["image"]
     pred = Predictor(out / "model").predict(image)
     assert pred.depth.shape == (96, 128) and pred.labels.shape == (96, 128)
     assert trainer.step == 6
@@ -258,7 +257,7 @@ def test_eval_cli_scores_a_saved_model_and_writes_json_and_markdown(tmp_path, ca
     depth = DepthMetricAccumulator(min_depth=1e-3, max_depth=10.0)
     seg = SegmentationMetric(10)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    for sample in SyntheticDataset(4, 48, 64, 1_000_000, None):
+    for sample in SyntheticScenes(4, 48, 64, 1_000_000):
         x = torch.from_numpy(((sample["image"] / 255.0 - mean) / std).transpose(2, 0, 1))
         with torch.no_grad():
             out = model(x[None].float())
@@ -339,21 +338,33 @@ def test_a_killed_training_process_resumes_and_every_checkpoint_loads(tmp_path):
     assert steps[-1] == 60 and max(steps) == 60
 
 
+def _held_out_loss(trainer):
+    trainer.model.eval()
+    total = {"depth": 0.0, "semantic": 0.0}
+    with torch.no_grad():
+        for batch in trainer.val_loader:
+            _, values = trainer.loss_fn(trainer.model(batch["image"]),
+                                        {k: batch[k] for k in ("depth", "labels")})
+            for k in total:
+                total[k] += values[k] / len(trainer.val_loader)
+    trainer.model.train()
+    return total
+
+
 @pytest.mark.slow
 def test_a_tiny_model_learns_depth_and_semantics_on_synthetic_scenes(tmp_path):
-    # Measured on the 2-core CI machine: the depth loss falls ~55% and mIoU rises ~0.25 here;
-    # the asserted margins are conservative.
+    # 100 steps of batch 8 at 48x64 from random init (~25 s on the shared 2-core machine).
+    # Measured over seeds 0 and 1: held-out SILog 4.8 -> 3.5 (-25 %), cross-entropy
+    # 2.37 -> 1.3 (-45 %), abs_rel 1.3 -> 0.31, mIoU 0.02 -> 0.10. Asserted with margin:
     over = {"data": {"batch_size": 8, "synthetic": {"train_length": 2000, "val_length": 16}},
-            "optim": {"max_steps": 60, "lr": 3e-3, "warmup_steps": 5},
+            "optim": {"max_steps": 100, "lr": 3e-3, "warmup_steps": 5},
             "eval": {"interval": 0}, "log_interval": 10, "checkpoint_interval": 0,
-            "num_threads": 2, "seed": 0}
-    cfg = load_train_config(tiny_config(tmp_path / "run", **over))
-    trainer = Trainer(cfg)
-    before = trainer.run_eval()
+            "num_threads": 1, "seed": 0}
+    trainer = Trainer(load_train_config(tiny_config(tmp_path / "run", **over)))
+    before, loss_before = trainer.run_eval(), _held_out_loss(trainer)
     trainer.fit()
-    after = trainer.last_eval
-    losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")
-              if r["kind"] == "train"]
-    assert losses[-1]["depth"] <= 0.7 * losses[0]["depth"]
-    assert after["mIoU"] >= before["mIoU"] + 0.1
-    assert after["abs_rel"] < before["abs_rel"] and not math.isnan(after["abs_rel"])
+    after, loss_after = trainer.last_eval, _held_out_loss(trainer)
+    assert loss_after["depth"] <= 0.85 * loss_before["depth"]
+    assert loss_after["semantic"] <= 0.7 * loss_before["semantic"]
+    assert after["abs_rel"] <= 0.5 * before["abs_rel"]
+    assert after["mIoU"] >= before["mIoU"] + 0.05

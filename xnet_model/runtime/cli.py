@@ -173,6 +173,19 @@ def _bench_parser() -> argparse.ArgumentParser:
     return p
 
 
+def without_options(argv: list[str], *names: str) -> list[str]:
+    """argv minus `names` and their values (report prose kept out of the printed command)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{n}=" for n in names)):
+            out.append(arg)
+    return out
+
+
 def bench_main(argv: list[str]) -> int:
     args = _bench_parser().parse_args(argv)
     from .bench import append_report, bench_model, markdown_table, report_section
@@ -196,7 +209,7 @@ def bench_main(argv: list[str]) -> int:
     table = markdown_table(rows)
     print(table)
     if args.append:
-        command = "xnet bench " + shlex.join(a for a in argv if a)
+        command = "xnet bench " + shlex.join(without_options(argv, "--title", "--notes"))
         title = args.title or f"{args.model} on {', '.join(backends)}"
         path = append_report(args.append, report_section(title, table, command, args.notes))
         print(f"appended to {path}")

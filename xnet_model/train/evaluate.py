@@ -133,20 +133,23 @@ def write_report(metrics: dict[str, Any], folder: str | Path, header: dict[str, 
     """<folder>/<stem>.json (header + metrics) and <stem>.md (header lines + table)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-             for k, v in metrics.items()}
-    clean = json.loads(json.dumps(clean, default=_json_default))
     json_path = folder / f"{stem}.json"
-    json_path.write_text(json.dumps({**header, "metrics": clean}, indent=2) + "\n")
+    doc = json_safe({**header, "metrics": metrics})
+    json_path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     md_path = folder / f"{stem}.md"
     head = "\n".join(f"- {k}: `{v}`" for k, v in header.items())
     md_path.write_text(f"# Evaluation\n\n{head}\n\n{format_table(metrics, class_names)}")
     return json_path, md_path
 
 
-def _json_default(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """Plain JSON types, with NaN / inf as null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and math.isnan(value):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return value

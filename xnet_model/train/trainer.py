@@ -36,7 +36,7 @@ from .distributed import (
     dump_parameter_digest,
     init_distributed,
 )
-from .evaluate import evaluate, scalar_metrics
+from .evaluate import evaluate, json_safe, scalar_metrics
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class MetricsLog:
         if self.path is None:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         if self.writer is not None:
             prefix = record.get("kind", "train")
             for key, value in _flatten(record).items():
@@ -155,7 +155,11 @@ class Trainer:
         if resume_path is not None:  # every weight comes from the checkpoint
             self.model_cfg.encoder.pretrained = False
             self.model_cfg.decoder.pretrained = False
+        if self.ctx.distributed and not self.ctx.is_main:
+            barrier(self.ctx)  # rank 0 fills the pretrained-weight cache first
         self.model = XNet(self.model_cfg).to(self.ctx.device)
+        if self.ctx.distributed and self.ctx.is_main:
+            barrier(self.ctx)
         self.stride = max(self.model.encoder.strides)
         self.init_report = None
         if cfg.init_from and resume_path is None:
@@ -326,7 +330,34 @@ class Trainer:
                         flip_tta=self.cfg.eval.flip_tta, autocast=self.autocast(),
                         max_batches=self.cfg.eval.max_batches, progress=self.progress)
 
-    def _improved(self, value: float) -> bool:
+    def _log_window(self, window: dict[str, float], count: int, epoch: int,
+                    elapsed: float) -> float:
+        """One metrics.jsonl line: the window's mean losses over steps and ranks."""
+        means = all_reduce_mean({k: v / count for k, v in window.items()}, self.ctx)
+        lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+        self.log.write({
+            "kind": "train", "step": self.step, "epoch": epoch,
+            "lr": lrs.get("rest", max(lrs.values())),
+            "lr_encoder": lrs.get("encoder", lrs.get("encoder_no_decay")),
+            "grad_norm": means.pop("grad_norm", None), "loss": means,
+            "samples_per_s": count * self.cfg.data.batch_size * self.ctx.world_size / elapsed,
+        })
+        return means["total"]
+
+    def _evaluate_and_track(self) -> bool:
+        """Evaluate, log, and return whether the tracked metric improved."""
+        self.last_eval = self.run_eval()
+        value = self.last_eval.get(self.metric_name)
+        improved = self._improved(value)
+        if improved:
+            self.best = value
+        self.log.write({"kind": "eval", "step": self.step,
+                        "metrics": scalar_metrics(self.last_eval),
+                        "best": {self.metric_name: self.best}})
+        log.info("step %d eval: %s", self.step, _short(self.last_eval))
+        return improved
+
+    def _improved(self, value: float | None) -> bool:
         if value is None or math.isnan(value):
             return False
         if self.best is None:
@@ -350,39 +381,20 @@ class Trainer:
         batches = self._batches(self.step)
         while self.step < end:
             epoch, batch = next(batches)
-            values = self.train_step(batch)
+            for k, v in self.train_step(batch).items():
+                window[k] = window.get(k, 0.0) + v
             self.step += 1
             count += 1
-            for k, v in values.items():
-                window[k] = window.get(k, 0.0) + v
             bar.update(1)
             last = self.step == total
             if self.step % cfg.log_interval == 0 or last:
-                means = all_reduce_mean({k: v / count for k, v in window.items()}, self.ctx)
-                elapsed = time.perf_counter() - t0
-                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-                record = {"kind": "train", "step": self.step, "epoch": epoch,
-                          "lr": lrs.get("rest", max(lrs.values())),
-                          "lr_encoder": lrs.get("encoder", lrs.get("encoder_no_decay")),
-                          "grad_norm": means.pop("grad_norm", None), "loss": means,
-                          "samples_per_s": count * cfg.data.batch_size
-                          * self.ctx.world_size / elapsed}
-                self.log.write(record)
-                bar.set_postfix(loss=f"{means['total']:.4f}")
+                loss = self._log_window(window, count, epoch, time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss:.4f}")
                 window, count, t0 = {}, 0, time.perf_counter()
             evaluated = improved = False
             if self.val_loader is not None and (
                     last or (cfg.eval.interval and self.step % cfg.eval.interval == 0)):
-                self.last_eval = self.run_eval()
-                evaluated = True
-                value = self.last_eval.get(self.metric_name)
-                improved = self._improved(value)
-                if improved:
-                    self.best = value
-                self.log.write({"kind": "eval", "step": self.step,
-                                "metrics": scalar_metrics(self.last_eval),
-                                "best": {self.metric_name: self.best}})
-                log.info("step %d eval: %s", self.step, _short(self.last_eval))
+                evaluated, improved = True, self._evaluate_and_track()
             if last or evaluated or self.step == end or (
                     cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0):
                 self.save(best=improved)

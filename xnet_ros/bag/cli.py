@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from ..colorize import default_palette
-from ..outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS, OutputOptions
+from ..outputs import (
+    ALL_OUTPUTS,
+    COLOR,
+    DEPTH,
+    DEPTH_INFO,
+    LABELS,
+    POINTS,
+    OutputOptions,
+    tune_malloc,
+)
 from ..params import CLASS_TABLE_TOPIC, NodeParams
 from .io import STORAGES, BagError
 
@@ -160,8 +169,10 @@ def _infer(args: argparse.Namespace) -> int:
         quiet=args.quiet)
     summary = run_infer(args.bag, args.out, predictor, opts)
     topics = ", ".join(f"{t} ({n})" for t, n in summary.written.items())
+    model_share = summary.model_seconds / summary.seconds if summary.seconds else 0.0
     print(f"{summary.processed} of {summary.images} images processed "
-          f"({summary.failed} failed) in {summary.seconds:.1f} s, {summary.fps:.2f} FPS; "
+          f"({summary.failed} failed) in {summary.seconds:.1f} s, {summary.fps:.2f} FPS "
+          f"(model {model_share:.0%} of the time); "
           f"wrote {args.out}: {topics}"
           + (f"; copied {summary.copied} input messages" if summary.copied else ""))
     return _status(summary.read_error, summary.interrupted)
@@ -210,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tune_malloc()  # as the node: keep the multi-MB per-frame buffers mapped between frames
     try:
         return _infer(args) if args.command == "infer" else _eval(args)
     except BagError as exc:

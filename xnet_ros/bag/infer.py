@@ -87,6 +87,7 @@ class InferSummary:
     written: dict[str, int] = field(default_factory=dict)  # output topic -> messages
     copied: int = 0  # input messages copied (--copy-input)
     seconds: float = 0.0
+    model_seconds: float = 0.0  # inside Predictor.predict; the rest is reading and writing
     read_error: str | None = None  # the input broke off here; the output holds what came before
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -380,7 +381,9 @@ class BagInference:
                         continue
                     if self.summary.processed == 0 and self.class_table:
                         writes.submit(self._write_class_table, item)
+                    start = time.perf_counter()
                     prediction = self.predictor.predict(item.rgb)
+                    self.summary.model_seconds += time.perf_counter() - start
                     writes.submit(self._write_frame, item, prediction.depth,
                                   prediction.labels)
                     self.summary.processed += 1

@@ -1,0 +1,25 @@
+"""Process-wide allocator tuning for per-frame pipelines (renderer, point clouds, the node)."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+
+@functools.cache
+def tune_malloc(threshold_bytes: int = 256 << 20) -> bool:
+    """Keep freed multi-MB frame buffers mapped (glibc mallopt); False where unavailable.
+
+    With glibc's defaults every full-frame temporary above 128 KiB is mmapped, unmapped on
+    free, and page-faulted in again on the next frame: a 640x480 point cloud takes 8-13 ms
+    instead of ~2.7 ms, the synthetic renderer runs at half speed. The cost is up to
+    `threshold_bytes` of freed memory kept by the process.
+    """
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(m_trim_threshold, threshold_bytes)) and bool(
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+    )
