@@ -139,3 +139,19 @@ def test_param_groups_scale_encoder_lr_and_skip_decay_on_norms_and_biases():
     total = sum(len(g["params"]) for g in groups.values())
     assert total == len(params)  # every parameter in exactly one group
     assert all(isinstance(p, torch.nn.Parameter) for g in groups.values() for p in g["params"])
+
+
+@pytest.mark.parametrize("argv, overrides, flags", [
+    (["--config", "c.yaml", "--resume", "optim.lr=1", "seed=2"], ["optim.lr=1", "seed=2"],
+     {"resume": True}),
+    (["a.b=1", "--config", "c.yaml", "--no-progress", "c.d=2"], ["a.b=1", "c.d=2"],
+     {"progress": False}),
+    (["--config", "c.yaml", "--resume", "runs/x/best.pt", "--init-from", "m", "--out-dir", "o"],
+     [], {"resume": "runs/x/best.pt", "init_from": "m", "out_dir": "o"}),
+])
+def test_train_cli_flags_and_overrides_mix_in_any_order(argv, overrides, flags):
+    from xnet_model.train.cli import _flag_overrides, _train_parser
+
+    args = _train_parser().parse_intermixed_args(argv)
+    assert _flag_overrides(args) == flags
+    assert sorted(args.overrides) == overrides

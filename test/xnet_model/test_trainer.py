@@ -2,6 +2,7 @@
 and resumed `xnet train` process, and a learning check on synthetic scenes."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -30,6 +31,13 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = {"encoder": {"name": "test_convnext"}, "decoder": {"name": "test_convnext"},
               "depth": {"max_depth": 10.0}, "semantic": {"num_classes": 10},
               "data": {"input_size": [48, 64]}}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    threads = torch.get_num_threads()  # Trainer applies cfg.num_threads process-wide
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(out_dir, **sections) -> dict:
@@ -368,3 +376,54 @@ def test_a_tiny_model_learns_depth_and_semantics_on_synthetic_scenes(tmp_path):
     assert loss_after["semantic"] <= 0.7 * loss_before["semantic"]
     assert after["abs_rel"] <= 0.5 * before["abs_rel"]
     assert after["mIoU"] >= before["mIoU"] + 0.05
+
+
+def test_eval_cli_on_the_ade20k_fixture_matches_a_hand_computed_miou(tmp_path, fixtures_dir):
+    import cv2
+
+    from xnet_model.data.datasets import ADE20KDataset
+
+    torch.manual_seed(0)
+    spec = {**TINY_MODEL, "depth": None, "semantic": {"num_classes": 150},
+            "data": {"input_size": [64, 64]}}
+    model = build_model(spec).eval()
+    model.save(tmp_path / "m")
+    config = tmp_path / "ade.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": spec, "optim": {"max_steps": 1}, "data": {
+            "kind": "ade20k", "root": str(fixtures_dir / "ade20k"), "val_split": "validation",
+            "workers": 0}}))
+    assert eval_main(["--model", str(tmp_path / "m"), "--config", str(config),
+                      "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "m" / "eval.json").read_text())
+    seg = SegmentationMetric(150)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for sample in ADE20KDataset(fixtures_dir / "ade20k", "validation"):
+        image = cv2.resize(sample["image"], (64, 64), interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(((image / 255.0 - mean) / std).transpose(2, 0, 1)).float()
+        with torch.no_grad():
+            logits = torch.nn.functional.interpolate(
+                model(x[None])["semantic"], size=sample["labels"].shape, mode="bilinear",
+                align_corners=False)
+        seg.update(logits.argmax(1)[0], sample["labels"])
+    expected = seg.compute()
+    for key in ("mIoU", "mAcc", "aAcc"):
+        assert doc["metrics"][key] == pytest.approx(expected[key], rel=1e-6), key
+    assert len(doc["metrics"]["IoU"]) == 150 and doc["dataset"] == "ade20k"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_update_the_weights(tmp_path, precision):
+    cfg = load_train_config(tiny_config(tmp_path, precision=precision, eval={"interval": 0},
+                                        optim={"max_steps": 2}, checkpoint_interval=0))
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit(stop_at=2)
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "heads.depth.weight" in changed and "encoder.body.stem_0.weight" in changed
+    losses = [r["loss"]["total"] for r in read_jsonl(tmp_path / "metrics.jsonl")
+              if r["kind"] == "train"]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)

@@ -39,7 +39,8 @@ median. Peak memory: growth during the warm-up runs, RSS high-water mark minus R
 Init = building the backend for that size (ONNX export / compile / engine build on a cache
 miss, cache load on a hit). Models named by variant have random weights: the timings are the
 architecture's. GFLOPs are counted by `torch.utils.flop_counter.FlopCounterMode`
-(2 x multiply-accumulates of conv / matmul).
+(2 x multiply-accumulates of conv / matmul). `xnet bench` tunes glibc malloc like the node
+(`xnet_model.memory.tune_malloc`).
 
 Reproduce a section with the command printed under it (`make setup` first), e.g.
 

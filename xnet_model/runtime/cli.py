@@ -188,7 +188,10 @@ def without_options(argv: list[str], *names: str) -> list[str]:
 
 def bench_main(argv: list[str]) -> int:
     args = _bench_parser().parse_args(argv)
+    from ..memory import tune_malloc
     from .bench import append_report, bench_model, markdown_table, report_section
+
+    tune_malloc()  # as the node does: latencies under the node's allocator settings
 
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s]

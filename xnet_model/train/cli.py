@@ -33,6 +33,10 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume key=value`: argparse gave the bare flag's optional value an override
+        args.overrides.append(args.resume)
+        args.resume = True
     if args.resume is not None:
         out["resume"] = args.resume
     if args.init_from:
@@ -45,11 +49,12 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_main(argv: list[str]) -> int:
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)
     from .config import load_train_config, parse_overrides
 
     try:
-        overrides = deep_merge(parse_overrides(args.overrides), _flag_overrides(args))
+        flags = _flag_overrides(args)
+        overrides = deep_merge(parse_overrides(args.overrides), flags)
         cfg = load_train_config(args.config, overrides)
     except ConfigError as exc:
         print(f"xnet train: config error: {exc}", file=sys.stderr)
@@ -109,7 +114,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(argv: list[str]) -> int:
-    args = _eval_parser().parse_args(argv)
+    args = _eval_parser().parse_intermixed_args(argv)
     from .config import load_train_config, parse_overrides, validate
 
     model_path = Path(args.model)
