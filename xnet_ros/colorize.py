@@ -31,6 +31,12 @@ def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     num_classes = palette.shape[0]
+    if labels.dtype == np.uint8 and labels.ndim == 2:
+        # cv2.LUT maps channel c of the 3x-replicated ids through column c: ~5x faster than
+        # fancy indexing (the node and bag tools colour every frame).
+        lut = np.zeros((256, 1, 3), dtype=np.uint8)
+        lut[: min(num_classes, 256), 0] = palette[:256]
+        return cv2.LUT(cv2.merge([labels, labels, labels]), lut)
     if labels.dtype in (np.uint8, np.uint16):
         # Direct lookup: pad the table with black up to the largest representable id.
         lut = np.zeros((max(num_classes, np.iinfo(labels.dtype).max + 1), 3), dtype=np.uint8)

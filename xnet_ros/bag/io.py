@@ -162,8 +162,10 @@ class BagReader:
         if not self.topics:
             return "  (no topics)"
         width = max(len(name) for name in self.topics)
+        type_width = max(len(t.msgtype) for t in self.topics.values())
         return "\n".join(
-            f"  {t.name:<{width}}  {t.msgtype}  ({'?' if t.count is None else t.count} msgs)"
+            f"  {t.name:<{width}}  {t.msgtype:<{type_width}}  "
+            f"({'?' if t.count is None else t.count} msgs)"
             for t in sorted(self.topics.values(), key=lambda t: t.name)
         )
 
