@@ -1,4 +1,4 @@
-"""pip / ament_python-style install of the two Python packages (the ROS build is CMakeLists.txt)."""
+"""pip install of the two Python packages (the ROS build itself is CMakeLists.txt)."""
 
 from glob import glob
 
@@ -20,7 +20,11 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "torch", "timm", "safetensors", "pyyaml", "opencv-python-headless"],
-    extras_require={"bag": ["rosbags", "matplotlib", "tqdm"], "onnx": ["onnx", "onnxruntime"]},
+    extras_require={
+        "bag": ["rosbags", "matplotlib", "tqdm"],
+        "onnx": ["onnx", "onnxscript", "onnxruntime"],
+        "tensorrt": ["torch-tensorrt", "nvidia-modelopt[torch]"],
+    },
     zip_safe=False,
     maintainer="xnet_ros maintainers",
     description="xNet dense prediction (metric depth + semantics) for ROS 2",

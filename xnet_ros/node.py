@@ -292,9 +292,10 @@ class XnetNode(LifecycleNode):
         from xnet_model import ConfigError, Predictor, WeightsError
         from xnet_model.runtime.backends import BackendError
 
-        options = {} if p.precision == "fp32" else {"precision": p.precision}
         device = None if p.device == "auto" else p.device
         try:
+            # auto picks its own precision per backend; every other backend gets the parameter
+            options = {} if p.backend == "auto" else {"precision": p.precision}
             predictor = Predictor(path, backend=p.backend, device=device, **options)
         except BackendError as exc:
             what = "device" if "device" in str(exc) else "backend"

@@ -60,11 +60,14 @@ class NodeParams:
     model: str = _p("", "Saved xNet model directory (config.json + model.safetensors). "
                     "Empty = the demo model packaged with xnet_model "
                     "(xnet_model/assets/demo_model).", when=CONFIGURE)
-    backend: str = _p("torch", "Inference backend of xnet_model.runtime (torch; inductor, "
-                      "onnxruntime, tensorrt, auto where installed).", when=CONFIGURE)
+    backend: str = _p("torch", "Inference backend of xnet_model.runtime: torch, inductor, "
+                      "onnxruntime, tensorrt, auto (fastest usable), or a fallback chain "
+                      "'a,b'. Built engines/exports are cached in $XNET_ENGINE_CACHE.",
+                      when=CONFIGURE)
     device: str = _p("auto", "Device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N.",
                      when=CONFIGURE)
-    precision: str = _p("fp32", "Inference precision (torch backend autocast).",
+    precision: str = _p("fp32", "Inference precision: torch/inductor autocast, TensorRT engine "
+                        "precision (ignored by auto).",
                         when=CONFIGURE, choices=PRECISION_CHOICES)
     warmup: bool = _p(True, "Run one dummy inference at configure so the first frame is not "
                       "slow.", when=CONFIGURE)

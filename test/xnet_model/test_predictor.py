@@ -34,7 +34,7 @@ def test_real_images_come_back_at_input_resolution(predictor, fixtures_dir, rel,
     assert pred.depth.shape == image.shape[:2] and pred.depth.dtype == np.float32
     assert pred.labels.shape == image.shape[:2] and pred.labels.dtype == np.uint8
     assert np.isfinite(pred.depth).all()
-    assert 0 < pred.depth.min() and pred.depth.max() <= 10.0
+    assert pred.depth.min() > 0 and pred.depth.max() <= 10.0
     assert pred.labels.max() < 5
     assert set(pred.timings) == {"pre_ms", "infer_ms", "post_ms"}
 

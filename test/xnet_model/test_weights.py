@@ -55,14 +55,16 @@ def test_missing_and_unexpected_keys_are_reported_by_name(timm_checkpoint, tmp_p
     partial["extra.weight"] = torch.zeros(2)
     torch.save(partial, tmp_path / "partial.pth")
     with pytest.raises(WeightsError, match=r"missing: stages\.3\."):
-        build_model(TINY, decoder={"name": "test_convnext", "pretrained": str(tmp_path / "partial.pth")})
+        build_model(TINY, decoder={"name": "test_convnext",
+                                   "pretrained": str(tmp_path / "partial.pth")})
 
 
 def test_wrong_architecture_checkpoint_names_the_mismatch(tmp_path):
     other = timm.create_model("convnext_atto").state_dict()
     torch.save(other, tmp_path / "atto.pth")
     with pytest.raises(WeightsError, match="mismatched: stem.0.weight"):
-        build_model(TINY, decoder={"name": "test_convnext", "pretrained": str(tmp_path / "atto.pth")})
+        build_model(TINY, decoder={"name": "test_convnext",
+                                   "pretrained": str(tmp_path / "atto.pth")})
 
 
 def test_corrupt_and_missing_files_are_clear_errors(tmp_path):

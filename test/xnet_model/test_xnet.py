@@ -16,7 +16,7 @@ def test_every_table1_row_predicts_depth_and_labels_at_input_resolution(row):
     with torch.no_grad():
         out = model(torch.randn(2, 3, 64, 96))
     assert out["depth"].shape == (2, 1, 64, 96) and out["semantic"].shape == (2, 5, 64, 96)
-    assert 0.0 <= float(out["depth"].min()) and float(out["depth"].max()) <= 10.0
+    assert float(out["depth"].min()) >= 0.0 and float(out["depth"].max()) <= 10.0
     assert torch.isfinite(out["semantic"]).all()
     kind = FPNDecoder if row == "fpn" else ReversedDecoder
     assert isinstance(model.decoder, kind)
