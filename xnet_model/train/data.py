@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from ..config import ModelConfig
 from ..data import datasets as public
+from ..data.synthetic import SyntheticDataset
 from ..data.transforms import IGNORE_INDEX, build_transforms
 from .config import TrainConfig
 
@@ -54,26 +55,6 @@ class SeededSamples(Dataset):
         return {k: sample[k] for k in BATCH_KEYS if k in sample}
 
 
-class SyntheticScenes(Dataset):
-    """Procedural scenes: sample i is `render_scene(seed_offset + i, height, width)`, as
-    {'image' HxWx3 uint8, 'depth' HxW float32 m, 'labels' HxW uint8, 'K' 3x3}."""
-
-    def __init__(self, length: int, height: int, width: int, seed_offset: int = 0):
-        self.length, self.height, self.width = length, height, width
-        self.seed_offset = seed_offset
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from ..data.synthetic import render_scene
-
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        frame = render_scene(self.seed_offset + index, self.height, self.width)
-        return {"image": frame.rgb, "depth": frame.depth, "labels": frame.labels, "K": frame.K}
-
-
 class CachedDataset(Dataset):
     """Every sample of `base`, read once into memory."""
 
@@ -99,7 +80,7 @@ def _raw_dataset(cfg: TrainConfig, model: ModelConfig, train: bool) -> Dataset:
         s = d.synthetic
         length, offset = ((s.train_length, s.train_seed_offset) if train
                           else (s.val_length, s.val_seed_offset))
-        base = SyntheticScenes(length, s.image_size[0], s.image_size[1], offset)
+        base = SyntheticDataset(length, s.image_size[0], s.image_size[1], offset)
         return CachedDataset(base) if s.cache else base
     split = d.train_split if train else d.val_split
     root = d.root if train else (d.val_root or d.root)
