@@ -100,6 +100,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .bag.io import make_typestore
 from .colorize import colorize_depth
 from .launch_config import DEMO_FRAME_ID
 from .outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
@@ -169,33 +170,6 @@ def resolve_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
 
 
 # ---------------------------------------------------------------------------------- the bag
-def _find_msg_dir() -> Path | None:
-    candidates = [_REPO / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "xnet_ros" / "msg")
-    for path in candidates:
-        if all((path / f"{n}.msg").is_file() for n in ("ClassInfo", "ClassTable",
-                                                        "InferenceStats")):
-            return path
-    return None
-
-
-def make_typestore():
-    """rosbags typestore (Humble definitions: identical hashes through Kilted) + xnet_ros/msg."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    msg_dir = _find_msg_dir()
-    if msg_dir is not None:
-        types: dict[str, Any] = {}
-        for name in ("ClassInfo", "ClassTable", "InferenceStats"):
-            types.update(get_types_from_msg((msg_dir / f"{name}.msg").read_text(),
-                                            f"xnet_ros/msg/{name}"))
-        typestore.register(types)
-    return typestore
-
-
 class BagRecorder:
     """Writes raw CDR (as rclpy receives it with raw=True) into a rosbag2 MCAP bag."""
 

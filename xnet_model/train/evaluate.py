@@ -8,13 +8,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..metrics import DEPTH_METRIC_KEYS, DepthMetricAccumulator, SegmentationMetric
+from ..metrics import (
+    DEPTH_METRIC_KEYS,
+    DepthMetricAccumulator,
+    SegmentationMetric,
+    json_safe,
+)
 from .data import EvalSpec
 from .distributed import DistContext, all_gather_objects
 
@@ -142,14 +146,3 @@ def write_report(metrics: dict[str, Any], folder: str | Path, header: dict[str, 
     return json_path, md_path
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON types, with NaN / inf as null (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ModelConfig
 from ..losses import MultiTaskLoss, SegmentationCELoss, SILogLoss
+from ..metrics import json_safe
 from ..xnet import XNet
 from . import checkpoint as ckpt
 from .config import TrainConfig, best_metric
@@ -36,7 +37,7 @@ from .distributed import (
     dump_parameter_digest,
     init_distributed,
 )
-from .evaluate import evaluate, json_safe, scalar_metrics
+from .evaluate import evaluate, scalar_metrics
 
 log = logging.getLogger(__name__)
 

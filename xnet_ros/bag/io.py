@@ -78,13 +78,16 @@ class Topic:
     count: int | None  # None: unknown (salvaged file, counted while reading)
 
 
+MSG_NAMES = ("ClassInfo", "ClassTable", "InferenceStats")  # msg/, in dependency order
+
+
 def make_typestore() -> Any:
     """The Humble typestore, plus xnet_ros/msg types when their .msg files can be found."""
     typestore = get_typestore(TYPESTORE)
     msg_dir = _find_msg_dir()
     if msg_dir is not None:
         types: dict[str, Any] = {}
-        for name in ("ClassInfo", "ClassTable"):
+        for name in MSG_NAMES:
             types.update(get_types_from_msg((msg_dir / f"{name}.msg").read_text(),
                                             f"xnet_ros/msg/{name}"))
         typestore.register(types)
@@ -98,7 +101,7 @@ def _find_msg_dir() -> Path | None:
         if prefix:
             candidates.append(Path(prefix) / "share" / "xnet_ros" / "msg")
     for path in candidates:
-        if (path / "ClassTable.msg").is_file() and (path / "ClassInfo.msg").is_file():
+        if all((path / f"{name}.msg").is_file() for name in MSG_NAMES):
             return path
     return None
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xnet_model.metrics import DEPTH_METRIC_KEYS
+from xnet_model.metrics import DEPTH_METRIC_KEYS, json_safe
 
 from ..colorize import colorize_depth, colorize_labels
 
@@ -22,19 +22,6 @@ SPARSE_GT = 0.3  # below this fraction of valid pixels, GT is dilated for displa
 METRIC_TITLES = {"abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "RMSElog",
                  "log10": "log10", "silog": "SILog", "d1": "δ<1.25", "d2": "δ<1.25²",
                  "d3": "δ<1.25³"}
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _save(fig: Figure, path: Path) -> None:
