@@ -101,7 +101,7 @@ import numpy as np
 
 from xnet_model.metrics import json_safe
 
-from .bag.io import make_typestore
+from .bag.io import LATCHED_QOS, make_typestore
 from .demo_previews import write_previews
 from .launch_config import DEMO_FRAME_ID
 from .outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
@@ -175,14 +175,6 @@ class BagRecorder:
     """Writes raw CDR (as rclpy receives it with raw=True) into a rosbag2 MCAP bag."""
 
     def __init__(self, path: Path, topics: dict[str, str]):
-        from rosbags.interfaces import (
-            Qos,
-            QosDurability,
-            QosHistory,
-            QosLiveliness,
-            QosReliability,
-            QosTime,
-        )
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.typestore = make_typestore()
@@ -191,14 +183,10 @@ class BagRecorder:
         self.lock = threading.Lock()
         self.connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
-        zero = QosTime(0, 0)
-        latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE,
-                      QosDurability.TRANSIENT_LOCAL, zero, zero, QosLiveliness.AUTOMATIC, zero,
-                      False)
         for topic, msgtype in topics.items():
             if msgtype not in self.typestore.fielddefs:
                 continue  # xnet_ros/msg definitions not found: topic not recorded
-            qos = [latched] if topic == CLASS_TABLE_TOPIC else []
+            qos = [LATCHED_QOS] if topic == CLASS_TABLE_TOPIC else []
             self.connections[topic] = self.writer.add_connection(
                 topic, msgtype, typestore=self.typestore, offered_qos_profiles=qos)
             self.counts[topic] = 0

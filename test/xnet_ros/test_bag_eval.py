@@ -11,7 +11,6 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from xnet_model import Predictor, build_model
 from xnet_model.metrics import DepthMetricAccumulator, SegmentationMetric, depth_metrics
 from xnet_ros.bag.cli import main
 from xnet_ros.bag.evaluate import StampMatcher
@@ -25,18 +24,6 @@ T = TS.types
 H, W = 48, 64
 MAX_DEPTH = 10.0
 MS = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "atto"
-    build_model("atto_x_atto_multitask", data={"input_size": [32, 64]}).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir) -> Predictor:
-    return Predictor(model_dir)
 
 
 def stamp_of(i: int) -> int:

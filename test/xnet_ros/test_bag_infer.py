@@ -12,7 +12,7 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from xnet_model import Predictor, build_model
+from xnet_model import Predictor
 from xnet_ros.bag.cli import main
 from xnet_ros.bag.infer import CameraInfoIndex
 from xnet_ros.bag.io import BagReader, BagReadError
@@ -25,18 +25,6 @@ KITTI_FRAME = "kitti_camera_color_left"
 TS = get_typestore(Stores.ROS2_HUMBLE)
 T = TS.types
 BAG_OFFSET_NS = 5_000_000  # synthetic bags: bag time = header stamp + 5 ms, to tell them apart
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "atto"
-    build_model("atto_x_atto_multitask", data={"input_size": [32, 64]}).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir) -> Predictor:
-    return Predictor(model_dir)
 
 
 def header(stamp_ns: int, frame_id: str = "cam"):
