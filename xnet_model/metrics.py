@@ -128,14 +128,18 @@ class DepthMetricAccumulator:
         if pred_np.shape != gt_np.shape:
             raise ValueError(f"pred shape {pred_np.shape} != gt shape {gt_np.shape}")
         for pred_img, gt_img in zip(pred_np, gt_np):
-            metrics = depth_metrics(pred_img, gt_img, min_depth=self.min_depth,
-                                    max_depth=self.max_depth, crop=self.crop)
-            if math.isnan(metrics["abs_rel"]):
-                self.skipped += 1
-                continue
-            for key, value in metrics.items():
-                self._sums[key] += value
-            self.count += 1
+            self.add(depth_metrics(pred_img, gt_img, min_depth=self.min_depth,
+                                   max_depth=self.max_depth, crop=self.crop))
+
+    def add(self, metrics: dict[str, float]) -> bool:
+        """Count one image's already computed `depth_metrics`; False if it had no valid pixel."""
+        if math.isnan(metrics["abs_rel"]):
+            self.skipped += 1
+            return False
+        for key in DEPTH_METRIC_KEYS:
+            self._sums[key] += metrics[key]
+        self.count += 1
+        return True
 
     def compute(self) -> dict[str, float]:
         """Mean of each metric over the images seen, plus 'count' (NaN means when count is 0)."""

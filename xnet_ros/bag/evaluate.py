@@ -25,7 +25,7 @@ import numpy as np
 
 from xnet_model.metrics import (
     DEPTH_CROPS,
-    DEPTH_METRIC_KEYS,
+    DepthMetricAccumulator,
     SegmentationMetric,
     crop_mask,
     depth_metrics,
@@ -133,8 +133,7 @@ class WaitingFrame:
 @dataclass
 class Tally:
     counts: Counter[str] = field(default_factory=Counter)
-    depth_sums: dict[str, float] = field(default_factory=dict)
-    depth_frames: int = 0
+    depth: DepthMetricAccumulator = field(default_factory=DepthMetricAccumulator)
     errors: list[np.ndarray] = field(default_factory=list)
     frames: list[dict[str, Any]] = field(default_factory=list)
 
@@ -294,14 +293,10 @@ class BagEvaluation:
                               depth_dt_ms=(gt_stamp - frame.stamp) / 1e6, depth=metrics)
                 found.append("depth")
                 tally.counts["depth_matched"] += 1
-                if math.isnan(metrics["abs_rel"]):
-                    tally.counts["depth_no_valid_pixels"] += 1
-                else:
-                    # Same mean over images as DepthMetricAccumulator, without computing twice.
-                    for key, value in metrics.items():
-                        tally.depth_sums[key] = tally.depth_sums.get(key, 0.0) + value
-                    tally.depth_frames += 1
+                if tally.depth.add(metrics):
                     tally.errors.append(self._error_sample(pred_depth, gt_depth))
+                else:
+                    tally.counts["depth_no_valid_pixels"] += 1
         if "labels" in self.matchers:
             match = self.matchers["labels"].match(frame.stamp)
             record["pixel_acc"] = None
@@ -359,10 +354,7 @@ class BagEvaluation:
         depth = None
         if "depth" in self.matchers:
             counts["depth"]["no_valid_pixels"] = tally.counts["depth_no_valid_pixels"]
-            n = tally.depth_frames
-            depth = {key: tally.depth_sums[key] / n if n else math.nan
-                     for key in DEPTH_METRIC_KEYS}
-            depth["count"] = n
+            depth = tally.depth.compute()
         segmentation = None
         if self.segmentation is not None:
             seg = self.segmentation.compute()
