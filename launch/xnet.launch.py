@@ -3,66 +3,60 @@
     ros2 launch xnet_ros xnet.launch.py image_topic:=/camera/image_raw \\
         camera_info_topic:=/camera/camera_info namespace:=front use_rviz:=true
 
-Arguments (see xnet_ros/launch_config.py, which holds the wiring the tests check):
-  params_file        parameter YAML (default: share/xnet_ros/config/xnet.yaml)
+Arguments (`--show-args`; xnet_ros/launch_config.py holds them and all the wiring):
+  params_file        parameter YAML (default: share/xnet_ros/config/xnet.yaml); missing = error
   model              model directory; overrides the file's `model` when non-empty
   namespace          namespace of the node and its topics
   image_topic        input image topic (`image/compressed` follows it with /compressed)
   camera_info_topic  input camera_info topic
-  use_rviz           start rviz2 with config/xnet.rviz (topics moved into the namespace)
+  use_rviz           start rviz2 with config/xnet.rviz (skipped with a warning without rviz2)
   log_level          node log level
+
+Imports only the launch packages and xnet_ros.launch_config (standard library): no numpy,
+OpenCV or torch in the process that runs `ros2 launch`.
 """
 
-import os
+import sys
 
-from ament_index_python.packages import get_package_share_directory
+import launch.logging
+from ament_index_python.packages import (
+    PackageNotFoundError,
+    get_package_prefix,
+    get_package_share_directory,
+)
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
-from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 from xnet_ros import launch_config as lc
 
 
-def _setup(context, *args, **kwargs):
-    def arg(name):
-        return LaunchConfiguration(name).perform(context)
+def _installed(package: str) -> bool:
+    try:
+        get_package_prefix(package)
+    except PackageNotFoundError:
+        return False
+    return True
 
-    share = get_package_share_directory(lc.PACKAGE)
-    params_file = arg("params_file") or os.path.join(share, lc.CONFIG_DIR, lc.PARAMS_FILE)
-    namespace = arg("namespace").strip("/")
-    actions = [
-        LifecycleNode(
-            package=lc.PACKAGE,
-            executable=lc.EXECUTABLE,
-            name=lc.NODE,
-            namespace=namespace,
-            parameters=lc.node_parameters(params_file, arg("model")),
-            remappings=lc.node_remappings(arg("image_topic"), arg("camera_info_topic")),
-            arguments=["--ros-args", "--log-level", arg("log_level")],
-            output="screen",
-            emulate_tty=True,
-        )
-    ]
-    if lc.is_true(arg("use_rviz")):
-        actions.append(Node(
-            package="rviz2",
-            executable="rviz2",
-            name="rviz2",
-            arguments=["-d", os.path.join(share, lc.CONFIG_DIR, lc.RVIZ_FILE)],
-            remappings=lc.rviz_remappings(namespace),
-            output="screen",
-        ))
+
+def _setup(context, *args, **kwargs):
+    values = {name: LaunchConfiguration(name).perform(context) for name in lc.LAUNCH_ARG_NAMES}
+    # raises LaunchConfigError (e.g. a missing params_file) before anything is started
+    plan = lc.plan(values, get_package_share_directory(lc.PACKAGE),
+                   package_installed=_installed, stdout_is_tty=sys.stdout.isatty())
+    logger = launch.logging.get_logger(lc.LAUNCH_FILE)
+    for warning in plan.warnings:
+        logger.warning(warning)
+    actions = [LifecycleNode(**plan.node)]
+    if plan.rviz is not None:
+        actions.append(Node(**plan.rviz))
     return actions
 
 
 def generate_launch_description():
-    defaults = {"params_file": PathJoinSubstitution(
-        [FindPackageShare(lc.PACKAGE), lc.CONFIG_DIR, lc.PARAMS_FILE])}
     return LaunchDescription(
-        [DeclareLaunchArgument(a.name, default_value=defaults.get(a.name, a.default),
-                               description=a.description)
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
          for a in lc.LAUNCH_ARGS]
         + [OpaqueFunction(function=_setup)]
     )

@@ -1,39 +1,58 @@
-"""What `launch/xnet.launch.py` wires together, as plain data (no launch / rclpy imports).
+"""What `launch/xnet.launch.py` starts, as plain data: standard library only.
 
-The launch file only turns these into launch actions, so the tests can check the wiring
-(executable, parameter file, remaps, RViz topics) without `launch_ros` installed.
+`plan()` turns the launch arguments into the keyword arguments of the launch actions (the node,
+RViz or not, warnings); the launch file only wraps them into `launch_ros` actions. So the tests
+check the wiring without `launch_ros`, and `ros2 launch ... --show-args` needs neither numpy,
+OpenCV nor torch (this module and `params` import nothing else; a test checks it).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from .outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
-from .params import INPUT_CAMERA_INFO, INPUT_COMPRESSED, INPUT_IMAGE, NODE_NAME
+from .params import (
+    ALL_OUTPUTS,
+    COLOR,
+    DEPTH,
+    INPUT_CAMERA_INFO,
+    INPUT_COMPRESSED,
+    INPUT_IMAGE,
+    LABELS,
+    NODE_NAME,
+    POINTS,
+)
 
 PACKAGE = "xnet_ros"
 EXECUTABLE = "xnet_node"  # console script (setup.py) and lib/xnet_ros/xnet_node (CMake)
-ENTRY_POINT = "xnet_ros.node:main"
+ENTRY_POINT = "xnet_ros.main:main"
 NODE = NODE_NAME
 CONFIG_DIR = "config"
 PARAMS_FILE = "xnet.yaml"
 RVIZ_FILE = "xnet.rviz"
 LAUNCH_FILE = "xnet.launch.py"
+RVIZ_PACKAGE = "rviz2"
 # The demo's camera frame (xnet_ros.demo publishes its images in it); RViz's fixed frame.
 DEMO_FRAME_ID = "camera_optical_frame"
 RVIZ_OUTPUTS = (DEPTH, COLOR, LABELS, POINTS)  # topics shown by config/xnet.rviz
 
 
+class LaunchConfigError(ValueError):
+    """A launch argument is unusable; raised before any process is started."""
+
+
 @dataclass(frozen=True)
 class LaunchArg:
     name: str
-    default: str  # params_file: the launch file substitutes <share>/config/xnet.yaml
+    default: str
     description: str
 
 
 LAUNCH_ARGS = (
-    LaunchArg("params_file", "", f"Parameter file (default: share/{PACKAGE}/{CONFIG_DIR}/"
-                                 f"{PARAMS_FILE})"),
+    LaunchArg("params_file", "", f"Parameter file (empty = share/{PACKAGE}/{CONFIG_DIR}/"
+                                 f"{PARAMS_FILE}); a missing file is an error"),
     LaunchArg("model", "", "Model directory; overrides the params file's `model` when "
                            "non-empty (empty = keep it; '' there = the packaged demo model)"),
     LaunchArg("namespace", "", "Namespace of the node and all its topics"),
@@ -41,7 +60,8 @@ LAUNCH_ARGS = (
                                           "`image/compressed` follows it)"),
     LaunchArg("camera_info_topic", INPUT_CAMERA_INFO, "Input camera_info topic (remap of "
                                                       "`camera_info`)"),
-    LaunchArg("use_rviz", "false", f"Start rviz2 with {CONFIG_DIR}/{RVIZ_FILE}"),
+    LaunchArg("use_rviz", "false", f"Start rviz2 with {CONFIG_DIR}/{RVIZ_FILE} (skipped with a "
+                                   "warning when rviz2 is not installed)"),
     LaunchArg("log_level", "info", "Node log level (debug, info, warn, error)"),
 )
 LAUNCH_ARG_NAMES = tuple(a.name for a in LAUNCH_ARGS)
@@ -52,6 +72,17 @@ REMAPS = (
     (INPUT_COMPRESSED, "image_topic", "/compressed"),
     (INPUT_CAMERA_INFO, "camera_info_topic", ""),
 )
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What the launch file starts: keyword arguments of `launch_ros.actions.LifecycleNode`
+    (`node`) and of `launch_ros.actions.Node` for RViz (`rviz`, None = no RViz), and warnings
+    to log first."""
+
+    node: dict[str, Any]
+    rviz: dict[str, Any] | None
+    warnings: tuple[str, ...] = ()
 
 
 def is_true(value: str) -> bool:
@@ -95,9 +126,62 @@ def output_topics(namespace: str = "") -> dict[str, str]:
     return {name: _absolute(namespace, name) for name in ALL_OUTPUTS}
 
 
+def resolve_params_file(value: str, share_dir: str) -> str:
+    """The parameter file to use (absolute); LaunchConfigError naming the path if missing."""
+    path = value or os.path.join(share_dir, CONFIG_DIR, PARAMS_FILE)
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(path):
+        what = "params_file" if value else "the installed default parameter file"
+        raise LaunchConfigError(f"{what} {path!r} does not exist (launch argument "
+                                f"params_file:=<file.yaml>)")
+    return path
+
+
+def plan(args: Mapping[str, str], share_dir: str, *,
+         package_installed: Callable[[str], bool], stdout_is_tty: bool) -> LaunchPlan:
+    """Resolve the launch arguments (every name of LAUNCH_ARGS, as strings).
+
+    `share_dir` is this package's share directory; `package_installed(name)` says whether a
+    ROS package is in the ament index (RViz is only started when rviz2 is); `stdout_is_tty`:
+    emulate a terminal for the node (coloured log lines) only when `ros2 launch` itself
+    writes to one, so piped or captured output has no ANSI escape codes.
+    """
+    values = {a.name: str(args.get(a.name, a.default)) for a in LAUNCH_ARGS}
+    params_file = resolve_params_file(values["params_file"], share_dir)
+    namespace = values["namespace"].strip("/")
+    node = {
+        "package": PACKAGE,
+        "executable": EXECUTABLE,
+        "name": NODE,
+        "namespace": namespace,
+        "parameters": node_parameters(params_file, values["model"]),
+        "remappings": node_remappings(values["image_topic"], values["camera_info_topic"]),
+        "arguments": ["--ros-args", "--log-level", values["log_level"]],
+        "output": "screen",
+        "emulate_tty": bool(stdout_is_tty),
+        "additional_env": {"PYTHONUNBUFFERED": "1"},  # log lines appear as they happen
+    }
+    rviz, warnings = None, []
+    if is_true(values["use_rviz"]):
+        if package_installed(RVIZ_PACKAGE):
+            rviz = {
+                "package": RVIZ_PACKAGE,
+                "executable": "rviz2",
+                "name": "rviz2",
+                "arguments": ["-d", os.path.join(share_dir, CONFIG_DIR, RVIZ_FILE)],
+                "remappings": rviz_remappings(namespace),
+                "output": "screen",
+            }
+        else:
+            warnings.append(f"use_rviz:=true but {RVIZ_PACKAGE} is not installed (apt install "
+                            f"ros-$ROS_DISTRO-rviz2): starting {NODE} without RViz")
+    return LaunchPlan(node=node, rviz=rviz, warnings=tuple(warnings))
+
+
 __all__ = [
-    "CONFIG_DIR", "DEMO_FRAME_ID", "DEPTH_INFO", "ENTRY_POINT", "EXECUTABLE", "LAUNCH_ARGS",
-    "LAUNCH_ARG_NAMES", "LAUNCH_FILE", "NODE", "PACKAGE", "PARAMS_FILE", "REMAPS", "RVIZ_FILE",
-    "RVIZ_OUTPUTS", "LaunchArg", "is_true", "node_parameters", "node_remappings",
-    "output_topics", "rviz_remappings",
+    "CONFIG_DIR", "DEMO_FRAME_ID", "ENTRY_POINT", "EXECUTABLE", "LAUNCH_ARGS", "LAUNCH_ARG_NAMES",
+    "LAUNCH_FILE", "NODE", "PACKAGE", "PARAMS_FILE", "REMAPS", "RVIZ_FILE", "RVIZ_OUTPUTS",
+    "RVIZ_PACKAGE", "LaunchArg", "LaunchConfigError", "LaunchPlan", "is_true",
+    "node_parameters", "node_remappings", "output_topics", "plan", "resolve_params_file",
+    "rviz_remappings",
 ]

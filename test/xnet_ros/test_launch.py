@@ -1,8 +1,8 @@
 """Launch wiring: executable, parameter file, remaps and RViz config agree with the node.
 
-Most checks read the files and `xnet_ros.launch_config` (ROS-free); the launch file itself is
-only imported when `launch_ros` is installed (it is not in the PyPI-wheel dev environment).
-The params-file and remap tests marked `ros` load them into a real node in-process.
+What the launch file starts is `xnet_ros.launch_config.plan` (plain data), tested here directly;
+the launch file itself (its imports, LaunchService runs) is tested in test_launch_file.py. The
+params-file and remap test marked `ros` loads them into a real node in-process.
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ import pytest
 import yaml
 
 from xnet_ros import launch_config as lc
-from xnet_ros.outputs import ALL_OUTPUTS, COLOR, DEPTH, LABELS, POINTS
 from xnet_ros.params import (
+    ALL_OUTPUTS,
+    COLOR,
+    DEPTH,
     INPUT_CAMERA_INFO,
     INPUT_COMPRESSED,
     INPUT_IMAGE,
+    LABELS,
+    POINTS,
     QOS_RELIABILITY,
     NodeParams,
     param_specs,
@@ -51,45 +55,108 @@ def test_executable_is_a_console_script_and_a_ros2_run_script():
                 if isinstance(k, ast.Constant) and k.value == "console_scripts":
                     scripts = [ast.literal_eval(e) for e in v.elts]
     entries = {s.split("=")[0].strip(): s.split("=")[1].strip() for s in scripts}
-    assert entries.get(lc.EXECUTABLE) == lc.ENTRY_POINT
+    assert entries.get(lc.EXECUTABLE) == lc.ENTRY_POINT == "xnet_ros.main:main"
 
     script = REPO / "scripts" / lc.EXECUTABLE
     assert script.is_file() and script.stat().st_mode & 0o111
     module, func = lc.ENTRY_POINT.split(":")
-    assert f"from {module} import {func}" in script.read_text()
+    imports = [(n.module, a.name) for n in ast.walk(ast.parse(script.read_text()))
+               if isinstance(n, ast.ImportFrom) for a in n.names]
+    assert imports == [(module, func)]
     cmake = re.sub(r"#[^\n]*", "", (REPO / "CMakeLists.txt").read_text())
     pattern = rf"PROGRAMS\s+scripts/{lc.EXECUTABLE}\s+DESTINATION\s+lib/\$\{{PROJECT_NAME\}}"
     assert re.search(pattern, cmake)
-    # the entry point exists (read the source: importing it needs rclpy)
+    # the entry point exists (read the source: importing it is cheap, but keep this ROS-free)
     spec = importlib.util.find_spec(module)
     src = ast.parse(Path(spec.origin).read_text())
     assert any(isinstance(n, ast.FunctionDef) and n.name == func for n in src.body)
 
 
 def test_launch_and_config_files_are_installed():
-    setup = (REPO / "setup.py").read_text()
-    assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
-    assert 'glob("config/*.rviz")' in setup
+    tree = ast.parse((REPO / "setup.py").read_text())
+    globs = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Name) and n.func.id == "glob"}
+    assert {"launch/*.launch.py", "config/*.yaml", "config/*.rviz"} <= globs
     cmake = (REPO / "CMakeLists.txt").read_text()
     assert re.search(r"foreach\(_dir launch config\)", cmake)
     for path in (LAUNCH, PARAMS, RVIZ):
         assert path.is_file(), path
 
 
-# --------------------------------------------------------------------------- launch file
-def test_launch_file_declares_every_argument_and_uses_launch_config():
-    text = LAUNCH.read_text()
-    tree = ast.parse(text)
-    assert "from xnet_ros import launch_config as lc" in text
-    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "generate_launch_description" in names
-    for attr in ("PACKAGE", "EXECUTABLE", "NODE", "LAUNCH_ARGS", "node_parameters",
-                 "node_remappings", "rviz_remappings", "RVIZ_FILE", "PARAMS_FILE"):
-        assert f"lc.{attr}" in text, attr
-    assert set(lc.LAUNCH_ARG_NAMES) >= {"params_file", "model", "namespace", "image_topic",
-                                         "camera_info_topic", "use_rviz"}
-    for arg in lc.LAUNCH_ARG_NAMES:  # every argument is used
-        assert f'arg("{arg}")' in text, arg
+# ------------------------------------------------------------------ launch_config.plan
+@pytest.fixture
+def share(tmp_path) -> Path:
+    """An installed share directory with the default parameter file."""
+    share = tmp_path / "share" / lc.PACKAGE
+    (share / lc.CONFIG_DIR).mkdir(parents=True)
+    (share / lc.CONFIG_DIR / lc.PARAMS_FILE).write_text(PARAMS.read_text())
+    return share
+
+
+def _plan(share: Path, installed=("xnet_ros", "rviz2"), tty=False, **args):
+    values = {a.name: a.default for a in lc.LAUNCH_ARGS}
+    values.update(args)
+    return lc.plan(values, str(share), package_installed=lambda p: p in installed,
+                   stdout_is_tty=tty)
+
+
+def test_plan_defaults(share):
+    plan = _plan(share)
+    assert plan.node == {
+        "package": "xnet_ros", "executable": "xnet_node", "name": "xnet_node",
+        "namespace": "", "parameters": [str(share / "config" / "xnet.yaml")], "remappings": [],
+        "arguments": ["--ros-args", "--log-level", "info"], "output": "screen",
+        "emulate_tty": False, "additional_env": {"PYTHONUNBUFFERED": "1"}}
+    assert plan.rviz is None and plan.warnings == ()
+
+
+def test_plan_namespace_remaps_model_and_rviz(share, tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("{}")
+    plan = _plan(share, params_file=str(own), model="/models/m", namespace="/front/",
+                 image_topic="/cam/image_raw/", camera_info_topic="/cam/info",
+                 use_rviz="True", log_level="debug")
+    node = plan.node
+    assert node["namespace"] == "front"
+    assert node["parameters"] == [str(own), {"model": "/models/m"}]
+    assert node["remappings"] == [("image", "/cam/image_raw"),
+                                  ("image/compressed", "/cam/image_raw/compressed"),
+                                  ("camera_info", "/cam/info")]
+    assert node["arguments"] == ["--ros-args", "--log-level", "debug"]
+    rviz = plan.rviz
+    assert rviz["package"] == rviz["executable"] == "rviz2"
+    assert rviz["arguments"] == ["-d", str(share / "config" / "xnet.rviz")]
+    assert dict(rviz["remappings"])["/points"] == "/front/points"
+    assert plan.warnings == ()
+
+
+def test_plan_relative_params_file_is_made_absolute(share, tmp_path, monkeypatch):
+    (tmp_path / "rel.yaml").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert _plan(share, params_file="rel.yaml").node["parameters"] == [str(tmp_path / "rel.yaml")]
+
+
+def test_plan_missing_params_file_is_an_error_naming_it(share, tmp_path):
+    missing = tmp_path / "nope" / "xnet.yaml"
+    with pytest.raises(lc.LaunchConfigError, match=rf"params_file '{re.escape(str(missing))}' "
+                                                   "does not exist"):
+        _plan(share, params_file=str(missing))
+    (share / "config" / "xnet.yaml").unlink()  # a broken install: the default is missing
+    with pytest.raises(lc.LaunchConfigError, match=r"default parameter file .*xnet\.yaml"):
+        _plan(share)
+
+
+def test_plan_without_rviz2_warns_once_and_runs_the_node_alone(share):
+    plan = _plan(share, installed=("xnet_ros",), use_rviz="true")
+    assert plan.rviz is None and plan.node["executable"] == "xnet_node"
+    assert len(plan.warnings) == 1
+    assert "rviz2 is not installed" in plan.warnings[0] and "without RViz" in plan.warnings[0]
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_plan_emulates_a_tty_only_on_a_terminal(share, tty):
+    """Coloured log lines (ANSI codes) only when `ros2 launch` writes to a terminal."""
+    assert _plan(share, tty=tty).node["emulate_tty"] is tty
 
 
 def test_remaps_target_the_node_input_topics():
@@ -110,20 +177,6 @@ def test_rviz_remaps_follow_the_namespace():
     for name in ALL_OUTPUTS:
         assert rules[f"/{name}"] == f"/front/{name}"
     assert lc.output_topics("front")[POINTS] == "/front/points"
-
-
-@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
-                    reason="launch_ros is not installed (not available as a PyPI wheel); "
-                           "run with a sourced ROS 2 distro")
-def test_launch_description_loads():
-    from launch.actions import DeclareLaunchArgument
-
-    spec = importlib.util.spec_from_file_location("xnet_launch", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ld = module.generate_launch_description()
-    declared = [e.name for e in ld.entities if isinstance(e, DeclareLaunchArgument)]
-    assert declared == list(lc.LAUNCH_ARG_NAMES)
 
 
 # ---------------------------------------------------------------------------- params file
@@ -182,8 +235,12 @@ def test_rviz_shows_the_node_outputs_with_matching_qos():
 
 
 def test_demo_uses_the_rviz_fixed_frame():
-    src = (REPO / "xnet_ros" / "demo.py").read_text()
-    assert "DEMO_FRAME_ID" in src
+    tree = ast.parse((REPO / "xnet_ros" / "demo.py").read_text())
+    imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    assert ("launch_config", "DEMO_FRAME_ID") in imported
+    used = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "DEMO_FRAME_ID"]
+    assert used, "the demo's camera must publish in RViz's fixed frame"
 
 
 # ---------------------------------------------------------- with ROS: load into a real node

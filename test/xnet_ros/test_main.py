@@ -1,0 +1,70 @@
+"""xnet_ros.main without ROS: the stop request (signal logic) and the import-error path.
+The real signal tests with subprocesses are in test_shutdown.py."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from xnet_ros.main import _Interrupted, _StopRequest
+
+
+def test_first_signal_interrupts_the_startup_region_once():
+    stop = _StopRequest()
+    with pytest.raises(_Interrupted), stop.interruptible():
+        stop._handle(signal.SIGTERM, None)
+        pytest.fail("not interrupted")
+    assert stop.requested and stop.reason == "SIGTERM"
+    stop._handle(signal.SIGINT, None)  # later signals: ignored, no exception, reason kept
+    assert stop.reason == "SIGTERM"
+
+
+def test_signal_while_running_only_sets_the_flag():
+    stop = _StopRequest()
+    with stop.interruptible():
+        pass
+    stop._handle(signal.SIGINT, None)  # outside the region: no exception
+    assert stop.requested and stop.reason == "SIGINT"
+
+
+def test_signal_before_the_region_interrupts_on_entry():
+    stop = _StopRequest()
+    stop._handle(signal.SIGINT, None)
+    with pytest.raises(_Interrupted), stop.interruptible():
+        pytest.fail("the region must not run")
+
+
+_BLOCK_RCLPY = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "rclpy" or name.startswith("rclpy."):
+            raise ModuleNotFoundError("No module named 'rclpy'", name="rclpy")
+sys.meta_path.insert(0, Block())
+sys.modules.pop("rclpy", None)
+from xnet_ros.main import main
+sys.exit(main([]))
+"""
+
+
+def test_missing_rclpy_is_explained_without_a_traceback():
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_RCLPY], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "rclpy" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name, bug", [
+    ("xnet_ros.ros_messages", True), ("xnet_model.runtime", True), ("xnet_ros.msg", False),
+    ("xnet_ros.msg._class_table", False), ("xnet_model", False), ("rclpy", False),
+    ("torch", False), (None, False)])
+def test_import_errors_in_our_own_modules_are_bugs_not_environment(name, bug):
+    """`cannot import name 'x' from 'xnet_ros.y'` gets its traceback; a missing package or
+    unbuilt messages get the ros_check explanation."""
+    from xnet_ros.main import _own_bug
+
+    assert _own_bug(ImportError("x", name=name)) is bug

@@ -1,0 +1,197 @@
+"""The `xnet_node` executable: run the node until SIGINT/SIGTERM, then stop in order, exit 0.
+
+    ros2 run xnet_ros xnet_node [--ros-args ...]
+
+Signals. A terminal's Ctrl-C reaches every process of the group and `ros2 launch` forwards
+another SIGINT (then SIGTERM after 5 s), so the node must survive any number of them at any
+moment. rclpy's own handlers are not installed (they shut the context down under the node's
+feet); instead:
+
+* while starting (importing torch/rclpy, `rclpy.init`, building the node, which loads the
+  model and activates itself with `autostart`) the first signal raises `_Interrupted`, which
+  unwinds the start-up; the partly built node is then torn down like a running one;
+* while running, the first signal only sets a flag: the spin loop (which waits at most 0.1 s)
+  sees it and leaves;
+* teardown: lifecycle `shutdown` (the frame in progress finishes, the inference thread is
+  joined, publishers are released), `destroy_node`, `rclpy` shutdown, then a final log line
+  that says every thread the node started has ended;
+* every later signal is ignored; when `main` returns both signals stay ignored, so nothing
+  can interrupt the interpreter's exit. Exit code 0, no traceback.
+
+An external shutdown of the context (another thread calling `rclpy.shutdown`) also ends the
+node with 0. A Python that cannot import rclpy or the node gets an explanation of why
+(`xnet_ros.ros_check`) and exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+SPIN_PERIOD_S = 0.1  # longest wait before the spin loop notices a signal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Interrupted(BaseException):
+    """Raised by the signal handler into the start-up code (BaseException: no `except
+    Exception` in the node or rclpy swallows it)."""
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM -> an orderly stop, requested once; later signals are ignored."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = ""
+        self._interruptible = False
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def ignore_from_now_on(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        self.reason = signal.Signals(signum).name
+        if self._interruptible:
+            self._interruptible = False
+            raise _Interrupted(self.reason)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A region the first signal interrupts (raises `_Interrupted` in it) instead of only
+        setting the flag; it raises at once if a stop was requested before."""
+        if self.requested:
+            raise _Interrupted(self.reason)
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+
+def _own_bug(exc: ImportError) -> bool:
+    """An ImportError inside this project's own modules (not the generated messages): a bug
+    to show with its traceback, not an environment problem to explain."""
+    name = getattr(exc, "name", None) or ""
+    own = name.split(".")[0] in ("xnet_ros", "xnet_model") and "." in name
+    return own and not name.startswith("xnet_ros.msg")
+
+
+def _explain_import_error(exc: ImportError) -> str:
+    try:
+        from .ros_check import explain_import_error
+    except ImportError:
+        return f"xnet_node cannot start: {type(exc).__name__}: {exc}"
+    try:
+        return explain_import_error(exc)
+    except Exception:  # a diagnosis bug must not hide the original error
+        return f"xnet_node cannot start: {type(exc).__name__}: {exc}"
+
+
+def _init_rclpy(rclpy: Any, args: list[str] | None) -> None:
+    """rclpy.init without rclpy's signal handlers (Humble, Jazzy and Kilted all have the
+    option; an rclpy without it gets ours installed over its own right after)."""
+    try:
+        from rclpy.signals import SignalHandlerOptions
+    except ImportError:
+        rclpy.init(args=args)
+        return
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+
+def _teardown(node: Any, rclpy: Any, context: Any) -> None:
+    """Lifecycle shutdown + destroy_node (joins the inference thread), then rclpy shutdown.
+    Every step is attempted even if an earlier one fails (e.g. a node interrupted while it
+    was configuring cannot take the shutdown transition)."""
+    if node is not None:
+        with contextlib.suppress(Exception):
+            if node.lifecycle_state not in ("finalized", "unknown"):
+                node.trigger_shutdown()
+        with contextlib.suppress(Exception):
+            node.destroy_node()
+    if rclpy is not None:  # context None: interrupted in or right after rclpy.init
+        with contextlib.suppress(Exception):
+            if context is None or context is rclpy.get_default_context():
+                rclpy.try_shutdown()  # also replaces the default context: main() can run again
+            else:  # someone shut it down and replaced it already
+                context.try_shutdown()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `xnet_node` (console script and lib/xnet_ros/xnet_node); see above."""
+    stop = _StopRequest()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there (tests run main in a thread)
+        stop.install()
+    threads_before = set(threading.enumerate())
+    rclpy = context = node = logger = None
+    code = 0
+    try:
+        with stop.interruptible():
+            try:
+                import rclpy
+                from rclpy.executors import SingleThreadedExecutor
+
+                from .node import XnetNode
+            except ImportError as exc:
+                if _own_bug(exc):
+                    traceback.print_exc()
+                else:
+                    print(_explain_import_error(exc), file=sys.stderr)
+                return 1
+            from xnet_model.memory import tune_malloc
+
+            tune_malloc()
+            _init_rclpy(rclpy, args)
+            context = rclpy.get_default_context()
+            # two steps, so that a node interrupted in its constructor (model loading) can
+            # still be torn down
+            node = XnetNode.__new__(XnetNode)
+            node.__init__()
+            logger = node.get_logger()
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+        while not stop.requested and context.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+    except _Interrupted:
+        pass
+    except Exception as exc:
+        # errors caused by the context going away (external shutdown) end the node cleanly
+        if context is not None and context.ok() and not stop.requested:
+            traceback.print_exc()
+            code = 1
+        elif type(exc).__name__ != "ExternalShutdownException" and logger is not None:
+            logger.debug(f"ignored while stopping: {type(exc).__name__}: {exc}")
+    finally:
+        _teardown(node, rclpy, context)
+        if in_main_thread:
+            stop.ignore_from_now_on()
+    _report_stopped(logger, stop, threads_before)
+    return code
+
+
+def _report_stopped(logger: Any, stop: _StopRequest, threads_before: set) -> None:
+    left = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    reason = stop.reason or "shutdown"
+    message = (f"stopped ({reason}): all threads joined" if not left else
+               f"stopped ({reason}): threads still running: {', '.join(left)}")
+    if logger is None:
+        print(f"xnet_node {message}", file=sys.stderr)
+        return
+    with contextlib.suppress(Exception):
+        (logger.info if not left else logger.warning)(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
