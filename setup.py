@@ -1,10 +1,12 @@
 """pip install of the two Python packages (the ROS build itself is CMakeLists.txt)."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "xnet_ros"
+HERE = Path(__file__).resolve().parent
 
 setup(
     name=PACKAGE,
@@ -29,10 +31,6 @@ setup(
     maintainer="xnet_ros maintainers",
     description="xNet dense prediction (metric depth + semantics) for ROS 2",
     license="Apache-2.0",
-    entry_points={
-        "console_scripts": [
-            "xnet = xnet_model.cli:main",
-            "xnet_node = xnet_ros.node:main",
-        ],
-    },
+    # one list for pip and for the CMake (colcon) install: resource/entry_points.txt
+    entry_points=(HERE / "resource" / "entry_points.txt").read_text(),
 )

@@ -29,7 +29,8 @@ fi
 # --- everything the build and install depend on ---
 hash_inputs() {
   local f
-  for f in msg/*.msg CMakeLists.txt package.xml tools/build_msgs.sh tools/pypi_ros_fixes.cmake \
+  for f in msg/*.msg CMakeLists.txt package.xml resource/entry_points.txt tools/build_msgs.sh \
+           tools/pypi_ros_fixes.cmake \
            scripts/xnet_node .venv/.lock.sha256 $(find launch config -type f ! -name '*.pyc' \
            2>/dev/null | LC_ALL=C sort); do
     if [[ -f $f ]]; then echo "$f $(sha256sum < "$f")"; fi

@@ -7,9 +7,11 @@
 #                    xnet_ros wins; its __init__ extends __path__ so xnet_ros.msg is found in install/)
 #  LD_LIBRARY_PATH   install/lib (generated typesupport libraries) and .venv/lib
 #  AMENT_PREFIX_PATH install/ and .venv (ament index: typesupports, package share dirs)
-#  DDS               ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT + config/fastdds_localhost.xml
-#                    (127.0.0.1 + shared memory only), RMW_IMPLEMENTATION=rmw_fastrtps_cpp,
-#                    ROS_DOMAIN_ID random 1..100 unless set, ROS_LOG_DIR a temp dir unless set.
+#  DDS               loopback only, from xnet_ros/loopback.py (the one definition, shared with
+#                    the demo and the tests): ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT +
+#                    config/fastdds_localhost.xml (127.0.0.1 + shared memory only),
+#                    RMW_IMPLEMENTATION=rmw_fastrtps_cpp, ROS_DOMAIN_ID random 1..100 unless
+#                    set, ROS_LOG_DIR a temp dir unless set.
 
 _xnet_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 _xnet_venv=$_xnet_root/.venv
@@ -42,16 +44,9 @@ _xnet_prepend AMENT_PREFIX_PATH "$_xnet_install"
 _xnet_prepend PATH "$_xnet_venv/bin"
 
 # loopback-only DDS (forced: these targets must never talk to the network)
-export ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT
-export FASTDDS_DEFAULT_PROFILES_FILE=$_xnet_root/config/fastdds_localhost.xml
-export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
-if [[ -z ${ROS_DOMAIN_ID:-} ]]; then
-  export ROS_DOMAIN_ID=$(( RANDOM % 100 + 1 ))
-fi
-if [[ -z ${ROS_LOG_DIR:-} ]]; then
-  ROS_LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/xnet_roslog.XXXXXX")
-  export ROS_LOG_DIR
-fi
+_xnet_python=$_xnet_venv/bin/python
+[[ -x $_xnet_python ]] || _xnet_python=python3
+eval "$("$_xnet_python" -I "$_xnet_root/xnet_ros/loopback.py")"
 
-unset _xnet_root _xnet_venv _xnet_install _xnet_site _d
+unset _xnet_root _xnet_venv _xnet_install _xnet_site _xnet_python _d
 unset -f _xnet_prepend

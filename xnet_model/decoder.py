@@ -1,4 +1,11 @@
-"""Decoder D: the pre-trained classifier reused in its original order, and the FPN baseline."""
+"""Decoder D: the pre-trained classifier reused in its original order, and the FPN baseline.
+
+Both decoders have one call signature, `decoder(image, enc, rs_mix, lateral) -> stages`, so every
+Table-1 row runs the same `XNet.forward`: `stages` are the feature maps in the order computed,
+and `stages[-1]` (channels `out_channels`, stride `out_stride`) is the decoder's output. A
+decoder uses what its design reads: the reversed decoder the image (mixed with RS(E) by
+`rs_mix`, section 3.2) and the FP links; the FPN baseline the encoder features only.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +22,15 @@ class ReversedDecoder(nn.Module):
     """A timm hierarchical classifier's stem and four stages, in their original downsampling
     order (eq. 1), so its ImageNet weights load unchanged. Its classifier head is dropped."""
 
-    def __init__(self, cfg: DecoderConfig):
+    def __init__(self, cfg: DecoderConfig, mixing: str = "stem"):
         super().__init__()
+        self.mixing = mixing  # stem (xNet), image (xNet-I) or none (section 3.2)
         kwargs = dict(cfg.kwargs)
         if cfg.drop_path_rate:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
+        # The head is dropped: built without its fc, any classifier (1000, 21841 or 10 classes)
+        # loads, and its head.fc tensors are ignored like an encoder's.
+        kwargs.setdefault("num_classes", 0)
         classifier, self.load_report = create_timm(cfg.name, cfg.pretrained, **kwargs)
         if not (hasattr(classifier, "stem") and hasattr(classifier, "stages")):
             raise ValueError(
@@ -33,12 +44,24 @@ class ReversedDecoder(nn.Module):
         self.strides = [f["reduction"] for f in info]
         # The stem feeds stage 0, which keeps its resolution in the ConvNeXt family.
         self.stem_channels, self.stem_stride = self.channels[0], self.strides[0]
+        self.out_channels, self.out_stride = self.channels[-1], self.strides[-1]
 
-    def forward(self, x: torch.Tensor, lateral=None, enc=None) -> list[torch.Tensor]:
-        """Run the four stages on the (mixed) stem output; return every stage output.
+    def mix(self, e: torch.Tensor, image: torch.Tensor, rs_mix: nn.Module) -> torch.Tensor:
+        """Section 3.2: mix the encoder's last feature map `e` into the image path."""
+        if self.mixing == "stem":  # xNet: RS(E) * D.stem(I)
+            s = self.stem(image)
+            return rs_mix(e, s.shape[-2:]) * s
+        if self.mixing == "image":  # xNet-I: D.stem(RS(E) * I)
+            return self.stem(rs_mix(e, image.shape[-2:]) * image)
+        return self.stem(rs_mix(e, image.shape[-2:]))  # no mixing: D.stem(RS(E))
+
+    def forward(self, image: torch.Tensor, enc: list[torch.Tensor], rs_mix: nn.Module,
+                lateral: nn.Module | None = None) -> list[torch.Tensor]:
+        """Run the four stages on the mixed stem output; return every stage output.
 
         With `lateral` (FP ablation), stage i's output gets encoder features before stage i+1.
         """
+        x = self.mix(enc[-1], image, rs_mix)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
@@ -68,11 +91,18 @@ class FPNDecoder(nn.Module):
             for w, d in zip(widths, depths)
         )
         self.channels, self.strides = widths, list(self.enc_strides)
+        self.out_channels, self.out_stride = self.channels[0], self.strides[0]
 
-    def forward(self, enc: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, enc: list[torch.Tensor],
+                rs_mix: nn.Module | None = None,
+                lateral: nn.Module | None = None) -> list[torch.Tensor]:
+        """Top-down levels, coarse to fine; the last (stride `out_stride`) is the output. The
+        baseline reads the encoder features only: `image`, `rs_mix` and `lateral` are unused."""
         enc = enc[-4:]
         x = self.stages[-1](self.lateral[-1](enc[-1]))
+        outs = [x]
         for i in range(len(enc) - 2, -1, -1):
             lat = self.lateral[i](enc[i])
             x = self.stages[i](lat + resize_to(self.top_down[i](x), lat.shape[-2:]))
-        return x  # finest level, stride enc_strides[0]
+            outs.append(x)
+        return outs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from .config import ModelConfig, resolve
 from .decoder import FPNDecoder, ReversedDecoder
 from .encoder import Encoder
+from .metadata import ModelMetadata
 from .modules import PFP, RS, DenseHeads, LateralLinks, upscale_factor
 
 CONFIG_FILE = "config.json"
@@ -37,10 +39,9 @@ class XNet(nn.Module):
 
         if cfg.decoder.kind == "fpn":
             self.decoder = FPNDecoder(cfg.decoder, enc_c, enc_s)
-            width = cfg.pfp.out_channels or cfg.pfp.channels or self.decoder.channels[0]
-            self.rs_out = RS(self.decoder.channels[0], width, self.decoder.strides[0], hidden)
+            width = cfg.pfp.out_channels or cfg.pfp.channels or self.decoder.out_channels
         else:
-            self.decoder = ReversedDecoder(cfg.decoder)
+            self.decoder = ReversedDecoder(cfg.decoder, cfg.mixing)
             dec = self.decoder
             if cfg.mixing == "stem":  # RS(E) has the stem output's shape
                 self.rs_mix = RS(enc_c[-1], dec.stem_channels,
@@ -54,30 +55,41 @@ class XNet(nn.Module):
                 out = cfg.pfp.out_channels or width
                 self.pfp = PFP(dec.channels, dec.strides, width, out, cfg.pfp.scale, hidden)
                 width = out
-            else:  # +Rev rows: the last stage output straight to full resolution
-                self.rs_out = RS(dec.channels[-1], width, dec.strides[-1], hidden)
+        if self.pfp is None:  # the decoder's output straight to full resolution
+            self.rs_out = RS(self.decoder.out_channels, width, self.decoder.out_stride, hidden)
         self.heads = DenseHeads(
             width,
             cfg.depth.max_depth if cfg.depth else None,
             cfg.semantic.num_classes if cfg.semantic else None,
         )
 
+    @property
+    def size_multiple(self) -> int:
+        """The input height/width multiple the network needs: the lcm of the encoder strides
+        (32 for ConvNeXt/Swin, the patch size 14 for a DINOv2 ViT, whose paper inputs are
+        476x644). The predictor, the trainer and `metadata.network_size` round free sizes up
+        to it. The decoder takes any size: feature maps that do not divide are resized."""
+        return math.lcm(*self.encoder.strides)
+
+    @property
+    def exact_size_multiple(self) -> int:
+        """Sizes at which every encoder and decoder feature map divides exactly, which a
+        dynamic-shape graph needs (torch.export: at other sizes the resizes of odd maps become
+        shape guards that fail). A multiple of `size_multiple`: 224 for DINOv2 + ConvNeXt."""
+        return math.lcm(self.size_multiple, *self.decoder.strides)
+
+    @property
+    def meta(self) -> ModelMetadata:
+        """Class names, palette, depth range, input size, normalisation (see metadata.py)."""
+        return ModelMetadata.from_config(self.cfg, self.size_multiple)
+
     def mix(self, e: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Section 3.2: mix the encoder's last feature map into the decoder's image path."""
-        stem = self.decoder.stem
-        if self.cfg.mixing == "stem":  # xNet: RS(E) * D.stem(I)
-            s = stem(image)
-            return self.rs_mix(e, s.shape[-2:]) * s
-        if self.cfg.mixing == "image":  # xNet-I: D.stem(RS(E) * I)
-            return stem(self.rs_mix(e, image.shape[-2:]) * image)
-        return stem(self.rs_mix(e, image.shape[-2:]))  # no mixing: D.stem(RS(E))
+        return self.decoder.mix(e, image, self.rs_mix)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         size = image.shape[-2:]
-        enc = self.encoder(image)
-        if isinstance(self.decoder, FPNDecoder):
-            return self.heads(self.rs_out(self.decoder(enc), size))
-        stages = self.decoder(self.mix(enc[-1], image), self.lateral, enc)
+        stages = self.decoder(image, self.encoder(image), self.rs_mix, self.lateral)
         y = self.pfp(stages, size) if self.pfp is not None else self.rs_out(stages[-1], size)
         return self.heads(y)
 

@@ -1,7 +1,8 @@
 """ROS-free construction of everything the node publishes for one frame.
 
-The node (rclpy) and the offline bag tools (rosbags) both call `build_outputs` and only wrap the
-returned fields into their own message classes, so both publish identical data.
+`pipeline.FramePipeline` calls `build_outputs`; the node (rclpy) and the offline bag tools
+(rosbags) only wrap the returned fields into their own message classes, so both publish
+identical data.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from xnet_model.memory import tune_malloc
 from .colorize import colorize_labels, default_palette
 from .conversions import array_to_image_fields
 from .geometry import Intrinsics, PointCloudData, backproject, pack_pointcloud
+from .params import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
 
-# Output names, as relative topic names.
-DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS = (
-    "depth", "depth/camera_info", "semantic/labels", "semantic/color", "points"
-)
-ALL_OUTPUTS = (DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS)
-__all__ = ["ALL_OUTPUTS", "FrameOutputs", "OutputOptions", "build_outputs", "tune_malloc"]
+__all__ = ["ALL_OUTPUTS", "COLOR", "DEPTH", "DEPTH_INFO", "LABELS", "POINTS", "FrameOutputs",
+           "OutputOptions", "build_outputs", "tune_malloc"]
 
 
 @dataclass
@@ -35,6 +33,15 @@ class OutputOptions:
     points_organized: bool = True
     palette: np.ndarray | None = None  # (K, 3) uint8; None = default_palette(K)
     num_classes: int = 0
+
+    @classmethod
+    def for_model(cls, meta: Any, min_depth: float | None = 0.0, **settings: Any
+                  ) -> OutputOptions:
+        """Options for a model (its palette and classes; `min_depth` 0/None = the model's),
+        from its `xnet_model.ModelMetadata`."""
+        palette = meta.palette_array() if meta.num_classes else None
+        return cls(min_depth=min_depth or meta.min_depth, palette=palette,
+                   num_classes=meta.num_classes, **settings)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 `NodeParams` is the single source of truth for the node's parameters: the node declares one ROS
 parameter per field (description, range, read-only flag from the field's metadata), the shipped
 `config/xnet.yaml` must list exactly these keys (checked by the tests), and `validate()` turns a
-set of values into error strings that each start with the parameter's name.
+set of values into `ParamError(name, message)` pairs.
 
 Three kinds of parameters (see `ParamSpec.when`):
   * ``startup``   read-only; only a parameter override at node start sets it.
@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # ------------------------------------------------------------------------------------ topics
 # Relative names, so a namespace (`__ns`) or remaps (`image:=/cam/image_raw`) move them.
@@ -32,16 +32,44 @@ INPUT_CAMERA_INFO = "camera_info"
 STATS_TOPIC = "~/stats"
 CLASS_TABLE_TOPIC = "semantic/class_table"
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute by convention (diagnostic_aggregator reads it)
+# Outputs (published by the node, written by `xnet bag infer`). Here, not in `outputs`, so the
+# launch file can name them without importing numpy/cv2/torch (xnet_ros.launch_config).
+DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS = (
+    "depth", "depth/camera_info", "semantic/labels", "semantic/color", "points"
+)
+ALL_OUTPUTS = (DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS)
 
+
+
+@dataclass(frozen=True)
+class QosSpec:
+    """A QoS profile as plain data: rclpy (`ros_messages`) and rosbags (`bag.io`) profiles are
+    built from these, so the node, the bag tools and the demo agree."""
+
+    reliable: bool
+    depth: int = 5
+    transient_local: bool = False  # late subscribers get the last message ("latched")
+
+
+# Inputs: sensor data (best effort, keep last 5); outputs: reliable, keep last 5 (reaches
+# reliable and best-effort subscribers); the class table: latched. Users change them with ROS
+# QoS overrides (`qos_overrides./<topic>.<publisher|subscription>.<policy>`, docs/node.md).
+INPUT_QOS = QosSpec(reliable=False)
+OUTPUT_QOS = QosSpec(reliable=True)
+LATCHED_QOS = QosSpec(reliable=True, depth=1, transient_local=True)
+
+# Deprecated `input_qos`/`output_qos` values (system_default is reliable with every supported
+# RMW); RViz displays must subscribe with the same reliability as the outputs.
 QOS_CHOICES = ("sensor_data", "reliable", "system_default")
-# Reliability each QoS choice gives (system_default is reliable with every supported RMW); RViz
-# displays must subscribe with the same reliability as the outputs (config/xnet.rviz).
 QOS_RELIABILITY = {"sensor_data": "best_effort", "reliable": "reliable",
                    "system_default": "reliable"}
 TRANSPORT_CHOICES = ("raw", "compressed")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 
 STARTUP, CONFIGURE, RUNTIME = "startup", "configure", "runtime"
+# Parameters that are set together (both 0 = unset), and what unset means.
+PAIRS = {("output_width", "output_height"): "both 0 = the input size",
+         ("fx", "fy"): "both 0 = take intrinsics from camera_info only"}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 _BACKEND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -75,12 +103,16 @@ class NodeParams:
     image_transport: str = _p("raw", "raw: subscribe 'image' (sensor_msgs/Image); compressed: "
                               "subscribe 'image/compressed' (sensor_msgs/CompressedImage, "
                               "jpeg/png).", when=CONFIGURE, choices=TRANSPORT_CHOICES)
-    input_qos: str = _p("sensor_data", "QoS of the image and camera_info subscriptions "
-                        "(sensor_data = best effort, depth 5; reliable = reliable, depth 5; "
-                        "system_default).", when=CONFIGURE, choices=QOS_CHOICES)
-    output_qos: str = _p("reliable", "QoS of the depth, semantic, points and camera_info "
-                         "outputs (reliable, depth 5, reaches both reliable and best-effort "
-                         "subscribers).", when=CONFIGURE, choices=QOS_CHOICES)
+    input_qos: str = _p("sensor_data", "Deprecated: use QoS overrides, e.g. "
+                        "qos_overrides./image.subscription.reliability. Base QoS of the image "
+                        "and camera_info subscriptions (sensor_data = best effort, depth 5; "
+                        "reliable = reliable, depth 5; system_default).",
+                        when=CONFIGURE, choices=QOS_CHOICES)
+    output_qos: str = _p("reliable", "Deprecated: use QoS overrides, e.g. "
+                         "qos_overrides./depth.publisher.reliability. Base QoS of the depth, "
+                         "semantic, points and camera_info outputs (reliable, depth 5, reaches "
+                         "both reliable and best-effort subscribers).",
+                         when=CONFIGURE, choices=QOS_CHOICES)
     # --- outputs (runtime) ---
     frame_id: str = _p("", "frame_id of the outputs; empty = the input image's frame_id "
                        "(the camera optical frame).")
@@ -122,33 +154,34 @@ class NodeParams:
                          when=STARTUP)
 
     # ------------------------------------------------------------------ helpers
-    def validate(self) -> list[str]:
-        """Error strings, each starting with the offending parameter's name; [] = valid."""
-        errors: list[str] = []
-        bad: set[str] = set()
+    def validate(self) -> list[ParamError]:
+        """One ParamError(name, message) per problem; [] = valid."""
+        errors: list[ParamError] = []
         for spec in param_specs():
             err = spec.check(getattr(self, spec.name))
             if err:
                 errors.append(err)
-                bad.add(spec.name)
+        bad = {e.name for e in errors}
         if "device" not in bad and not _DEVICE_RE.match(self.device):
-            errors.append(f"device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+            errors.append(ParamError("device", f"{self.device!r} is not auto, cpu, cuda or "
+                                               "cuda:N"))
         if "backend" not in bad and not _BACKEND_RE.match(self.backend):
-            errors.append(f"backend: {self.backend!r} is not a backend name (e.g. 'torch')")
+            errors.append(ParamError("backend", f"{self.backend!r} is not a backend name "
+                                                "(e.g. 'torch')"))
         errors += self.cross_field_errors(bad)
         return errors
 
-    def cross_field_errors(self, bad: set[str] = frozenset()) -> list[str]:
+    def cross_field_errors(self, bad: set[str] = frozenset()) -> list[ParamError]:
         """Checks between parameters that are each valid (pairs that must be set together)."""
         errors = []
-        for a, b, meaning in (("output_width", "output_height", "both 0 = the input size"),
-                              ("fx", "fy", "both 0 = take intrinsics from camera_info only")):
+        for (a, b), meaning in PAIRS.items():
             if a in bad or b in bad:
                 continue
             va, vb = getattr(self, a), getattr(self, b)
             if (va == 0) != (vb == 0):
                 zero, other = (a, b) if va == 0 else (b, a)
-                errors.append(f"{zero}: must be set together with {other} ({meaning})")
+                errors.append(ParamError(zero, f"must be set together with {other} "
+                                               f"({meaning})"))
         return errors
 
     @property
@@ -168,18 +201,39 @@ class NodeParams:
     def replace(self, **changes: Any) -> NodeParams:
         return dataclasses.replace(self, **changes)
 
+    def updated(self, changes: Mapping[str, Any], configured: bool
+                ) -> tuple[NodeParams, list[ParamError], list[ParamError]]:
+        """A `ros2 param set` of `changes` (parameters of this schema) on a running node:
+        (new params, errors that refuse the change, incomplete pairs that are accepted but
+        unused until both are set, e.g. fx before fy). Configure-time parameters are refused
+        while the node is `configured`."""
+        specs = {s.name: s for s in param_specs()}
+        if configured:
+            refused = [ParamError(name, "applied at configure; deactivate and clean up the "
+                                        "node first (ros2 lifecycle set <node> deactivate / "
+                                        "cleanup)")
+                       for name in changes if specs[name].when == CONFIGURE]
+            if refused:
+                return self, refused, []
+        new = self.replace(**changes)
+        cross = new.cross_field_errors()
+        errors = [e for e in new.validate() if e not in cross and e.name in changes]
+        pairs = {name: pair for pair in PAIRS for name in pair}
+        pending = [e for e in cross if set(pairs[e.name]) & set(changes)]
+        return (self, errors, []) if errors else (new, [], pending)
+
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> tuple[NodeParams, list[str]]:
+    def from_mapping(cls, values: Mapping[str, Any]) -> tuple[NodeParams, list[ParamError]]:
         """Params from a mapping (a YAML `ros__parameters` block): unknown keys and values of
         the wrong type are reported (the default is kept for them); ints are accepted for
         floats. Returns (params, errors); run `validate()` for ranges and cross-field checks."""
         specs = {s.name: s for s in param_specs()}
         kwargs: dict[str, Any] = {}
-        errors: list[str] = []
+        errors: list[ParamError] = []
         for name, value in values.items():
             spec = specs.get(name)
             if spec is None:
-                errors.append(f"{name}: unknown parameter of {NODE_NAME}")
+                errors.append(ParamError(name, f"unknown parameter of {NODE_NAME}"))
                 continue
             coerced, err = spec.coerce(value)
             if err:
@@ -187,6 +241,16 @@ class NodeParams:
             else:
                 kwargs[name] = coerced
         return cls(**kwargs), errors
+
+
+class ParamError(NamedTuple):
+    """A problem with one parameter's value; str() is 'name: message'."""
+
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -217,27 +281,27 @@ class ParamSpec:
             parts.append("read-only: set at startup")
         return "; ".join(parts)
 
-    def coerce(self, value: Any) -> tuple[Any, str | None]:
-        """(value of this parameter's type, None) or (None, error naming the parameter)."""
+    def coerce(self, value: Any) -> tuple[Any, ParamError | None]:
+        """(value of this parameter's type, None) or (None, the error)."""
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value), None
         if isinstance(value, self.type) and not (self.type is not bool and isinstance(value,
                                                                                     bool)):
             return value, None
-        return None, (f"{self.name}: expected {self.type.__name__}, got "
-                      f"{type(value).__name__} {value!r}")
+        return None, ParamError(self.name, f"expected {self.type.__name__}, got "
+                                           f"{type(value).__name__} {value!r}")
 
-    def check(self, value: Any) -> str | None:
-        """Type, range and choice check of one value; an error naming the parameter or None."""
+    def check(self, value: Any) -> ParamError | None:
+        """Type, range and choice check of one value; the error or None."""
         value, err = self.coerce(value)
         if err:
             return err
         if self.choices is not None and value not in self.choices:
-            return f"{self.name}: {value!r} is not one of {', '.join(self.choices)}"
+            return ParamError(self.name, f"{value!r} is not one of {', '.join(self.choices)}")
         if self.range is not None:
             lo, hi = self.range
             if value != value or not lo <= value <= hi:  # NaN fails too
-                return f"{self.name}: {value!r} is out of range [{lo}, {hi}]"
+                return ParamError(self.name, f"{value!r} is out of range [{lo}, {hi}]")
         return None
 
 
@@ -293,5 +357,6 @@ def resolve_model_path(model: str) -> Path:
         raise ModelPathError(f"{what} does not exist")
     if not path.is_dir():
         raise ModelPathError(f"{what} is not a directory (expected a saved xNet model "
-                             "directory with config.json and model.safetensors)")
+                             "directory with config.json and model.safetensors, or a deploy "
+                             "artifact directory with metadata.json from xnet export)")
     return path

@@ -1,12 +1,15 @@
-"""rclpy message and QoS construction for the node: output fields -> sensor_msgs, parameter
-descriptors. The fields themselves come from the ROS-free `outputs.build_outputs`."""
+"""The rclpy side of xnet_node: messages from pipeline results, QoS profiles, parameter
+declaration, subscriber counts. The fields themselves come from the ROS-free
+`pipeline.FramePipeline` (via `outputs.build_outputs`)."""
 
 from __future__ import annotations
 
 import array
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -14,33 +17,116 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_system_default,
 )
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from .geometry import PointCloudData
-from .outputs import DEPTH_INFO, POINTS
-from .params import ParamSpec
+from .params import (
+    COLOR,
+    DEPTH,
+    DEPTH_INFO,
+    INPUT_QOS,
+    LABELS,
+    LATCHED_QOS,
+    OUTPUT_QOS,
+    POINTS,
+    ParamError,
+    ParamSpec,
+    QosSpec,
+)
 
-QOS_DEPTH = 5
+try:  # generated from msg/ (`make msgs` + `source tools/ros_env.sh`, or a colcon install)
+    from xnet_ros.msg import ClassInfo, ClassTable, InferenceStats
+
+    MSG_IMPORT_ERROR = ""
+except ImportError as _exc:  # the node still runs; stats and class table are not published
+    ClassInfo = ClassTable = InferenceStats = None
+    MSG_IMPORT_ERROR = str(_exc)
+
+try:  # publisher matched events: rclpy of Iron and later
+    from rclpy.event_handler import PublisherEventCallbacks
+
+    PublisherEventCallbacks(matched=lambda info: None)
+    MATCHED_EVENTS = True
+except (ImportError, TypeError):  # Humble: subscriber counts are polled instead
+    MATCHED_EVENTS = False
+
+QOS_DEPTH = OUTPUT_QOS.depth
+OUTPUT_TYPES = {DEPTH: Image, DEPTH_INFO: CameraInfo, LABELS: Image, COLOR: Image,
+                POINTS: PointCloud2}
+
+
+# ---------------------------------------------------------------------------------------- QoS
+def qos_profile(spec: QosSpec) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=spec.depth,
+        reliability=ReliabilityPolicy.RELIABLE if spec.reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=(DurabilityPolicy.TRANSIENT_LOCAL if spec.transient_local
+                    else DurabilityPolicy.VOLATILE))
 
 
 def make_qos(name: str, depth: int = QOS_DEPTH) -> QoSProfile:
-    """`sensor_data` (best effort), `reliable` or `system_default`, volatile, keep-last."""
+    """The deprecated input_qos/output_qos values: `sensor_data` (best effort), `reliable` or
+    `system_default`; volatile, keep last `depth`."""
     if name == "system_default":
         return qos_profile_system_default
-    reliability = (ReliabilityPolicy.BEST_EFFORT if name == "sensor_data"
-                   else ReliabilityPolicy.RELIABLE)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
-                      durability=DurabilityPolicy.VOLATILE)
+    spec = INPUT_QOS if name == "sensor_data" else OUTPUT_QOS
+    return qos_profile(QosSpec(spec.reliable, depth))
 
 
 def latched_qos() -> QoSProfile:
-    """Reliable + transient local, depth 1: late subscribers (transient local) get the table."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    """Reliable + transient local, depth 1: late subscribers get the last message."""
+    return qos_profile(LATCHED_QOS)
 
 
+def overridable() -> QoSOverridingOptions:
+    """QoS overrides (history, depth, reliability) as read-only `qos_overrides.` parameters."""
+    return QoSOverridingOptions.with_default_policies()
+
+
+class Publishers:
+    """A node's publishers by name, and the subscriptions matched to each: kept current by
+    publisher matched events, or, where rclpy has none (Humble), asked of the publisher."""
+
+    def __init__(self) -> None:
+        self._pubs: dict[str, Any] = {}
+        self._matched: dict[str, int] = {}
+
+    def event_callbacks(self, name: str) -> Any:
+        """`event_callbacks` for the publisher of `name` (None without matched events)."""
+        if not MATCHED_EVENTS:
+            return None
+        self._matched[name] = 0
+
+        def matched(info: Any) -> None:
+            self._matched[name] = int(info.current_count)
+
+        return PublisherEventCallbacks(matched=matched)
+
+    def add(self, name: str, publisher: Any) -> None:
+        self._pubs[name] = publisher
+
+    def get(self, name: str) -> Any:
+        return self._pubs.get(name)
+
+    def clear(self) -> list[Any]:
+        """Forget every publisher; returns them (to destroy)."""
+        pubs = list(self._pubs.values())
+        self._pubs, self._matched = {}, {}
+        return pubs
+
+    def count(self, name: str) -> int:
+        if MATCHED_EVENTS:
+            return self._matched.get(name, 0)
+        pub = self._pubs.get(name)
+        return pub.get_subscription_count() if pub is not None else 0
+
+    def counts(self) -> dict[str, int]:
+        return {name: self.count(name) for name in self._pubs}
+
+
+# ----------------------------------------------------------------------------------- messages
 def uint8_array(data: Any) -> array.array:
     """uint8[] message data as array.array('B'): the generated setters take it as is on every
     distro (bytes is copied element-wise by Humble's checks, a numpy array costs ~50 ms)."""
@@ -74,10 +160,38 @@ def output_msg(name: str, header: Header, fields: Any) -> Any:
     return image_msg(header, fields)
 
 
-def stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+def stats_msg(header: Header, result: Any, s: Any, backend: str, model_name: str,
+              publish_ms: float) -> Any:
+    """xnet_ros/InferenceStats of a pipeline result; `s` is the worker snapshot that counts
+    it; `publish_ms` (publishing the outputs) counts in postprocess and total."""
+    t, u32, u16 = result.timings, 0xFFFFFFFF, 0xFFFF
+    (in_w, in_h), (out_w, out_h) = result.input_size, result.output_size
+    return InferenceStats(
+        header=header, backend=backend, model_name=model_name,
+        preprocess_ms=float(t["pre_ms"]), infer_ms=float(t["infer_ms"]),
+        postprocess_ms=float(t["post_ms"] + publish_ms),
+        total_ms=float(t["total_ms"] + publish_ms),
+        frames_received=s.received & u32, frames_processed=s.processed & u32,
+        frames_dropped=s.dropped_total & u32, frames_failed=s.failed & u32,
+        rate_hz=float(s.rate_hz), input_width=min(in_w, u16), input_height=min(in_h, u16),
+        output_width=min(out_w, u16), output_height=min(out_h, u16))
 
 
+def class_table_msg(header: Header, meta: Any) -> Any:
+    """xnet_ros/ClassTable of a model's `ModelMetadata`."""
+    classes = [ClassInfo(id=i, name=name, r=int(rgb[0]), g=int(rgb[1]), b=int(rgb[2]))
+               for i, (name, rgb) in enumerate(zip(meta.class_names, meta.palette))]
+    return ClassTable(header=header, model_name=meta.name, classes=classes)
+
+
+def diagnostic_status(level: int, name: str, message: str, hardware_id: str,
+                      values: dict[str, Any]) -> DiagnosticStatus:
+    return DiagnosticStatus(level=bytes([level]), name=name, message=message,
+                            hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+# --------------------------------------------------------------------------------- parameters
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
     desc = ParameterDescriptor(name=spec.name, description=spec.description,
                                additional_constraints=spec.constraints,
@@ -90,3 +204,29 @@ def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
             desc.floating_point_range = [
                 FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
     return desc
+
+
+def declare_parameters(node: Any, specs: list[ParamSpec]) -> dict[str, ParamError]:
+    """Declare every schema parameter on `node`. An override rclpy rejects (wrong type, out of
+    range) does not kill the node: the default is declared instead and the error is returned
+    (the next configure fails, naming it). Integers are accepted for doubles."""
+    overrides = getattr(node, "_parameter_overrides", {})
+    errors: dict[str, ParamError] = {}
+    for spec in specs:
+        try:
+            node.declare_parameter(spec.name, spec.default, descriptor_for(spec))
+            continue
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            err = ParamError(spec.name, str(exc))
+        value = spec.default
+        override = overrides.get(spec.name)
+        if override is not None:
+            coerced, err = spec.coerce(override.value)
+            err = err or spec.check(coerced)
+            if err is None:
+                value = coerced  # e.g. an integer given for a double
+        if err:
+            errors[spec.name] = ParamError(
+                spec.name, f"{err.message} (the default {spec.default!r} is in use)")
+        node.declare_parameter(spec.name, value, descriptor_for(spec), ignore_override=True)
+    return errors

@@ -1,10 +1,14 @@
 """Latest-frame slot, inference worker thread and its counters, without rclpy.
 
 The subscription callback only calls `InferenceWorker.submit(msg)` (cheap, never blocks on
-inference). One worker thread takes the newest pending frame and runs `process(item)` on it. A
-frame that arrives while another one is still pending *replaces* it; the replaced frame is
-counted as dropped. So at most one frame waits and at most one is being processed: memory and
-latency stay bounded however slow the model is.
+inference). One worker thread takes the newest pending frame and runs `process(item)` on it (the
+node's `FramePipeline.run`). A frame that arrives while another one is still pending *replaces*
+it; the replaced frame is counted as dropped. So at most one frame waits and at most one is being
+processed: memory and latency stay bounded however slow the model is.
+
+After each processed or failed frame the worker first updates its counters, then calls
+`on_done(item, result, error, snapshot)` once, with the snapshot that already counts the frame:
+what the node publishes and logs (frames_processed, "N failed so far") agrees with the counters.
 
 Counters (all under one lock, so a snapshot is consistent):
 
@@ -17,7 +21,6 @@ output, or `process` returned None); messages report them inside ``frames_droppe
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
@@ -147,24 +150,25 @@ class LatestFrameSlot:
         return self._closed
 
 
-ProcessFn = Callable[[Any], "dict[str, float] | None"]
-ErrorFn = Callable[[Any, BaseException], None]
+ProcessFn = Callable[[Any], Any]
+DoneFn = Callable[[Any, Any, "BaseException | None", WorkerSnapshot], "float | None"]
 
 
 class InferenceWorker:
     """Run `process(item)` on a worker thread for the newest submitted item.
 
-    `process` returns a timings dict (milliseconds; keys of TIMING_KEYS, missing ones are
-    ignored) for a processed frame, or None for a frame it decided to skip; an exception counts
-    the frame as failed and is passed to `on_error(item, exc)` (which must not raise; if it
-    does, the worker survives anyway).
+    `process` returns a result with a `timings` dict (milliseconds; keys of TIMING_KEYS, others
+    are ignored) for a processed frame, or None for a frame it decided to skip; an exception
+    counts the frame as failed. Then `on_done(item, result, error, snapshot)` delivers the
+    result (or the error); it may return milliseconds it spent delivering (publishing), which
+    are added to the frame's post_ms and total_ms. If it raises, the worker survives.
     """
 
-    def __init__(self, process: ProcessFn, *, on_error: ErrorFn | None = None,
+    def __init__(self, process: ProcessFn, *, on_done: DoneFn | None = None,
                  name: str = "xnet-inference", rate_window_s: float = 3.0,
                  latency_window: int = 100, clock: Callable[[], float] = time.monotonic):
         self._process = process
-        self._on_error = on_error
+        self._on_done = on_done
         self._name = name
         self._clock = clock
         self._rate_window_s = rate_window_s
@@ -172,6 +176,7 @@ class InferenceWorker:
         self._slot = LatestFrameSlot(self._cond)
         self._thread: threading.Thread | None = None
         self._busy = False
+        self._delivering = False  # on_done is running for a frame already counted
         self._stopping = False
         self._received = self._processed = self._dropped = self._skipped = self._failed = 0
         self._done_times: deque[float] = deque()
@@ -237,23 +242,26 @@ class InferenceWorker:
 
     # ------------------------------------------------------------------ outputs
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is pending or being processed; False on timeout."""
+        """Wait until nothing is pending, being processed or delivered; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._busy and not self._slot.pending,
-                                       timeout)
+            return self._cond.wait_for(
+                lambda: not (self._busy or self._delivering or self._slot.pending), timeout)
 
     def snapshot(self) -> WorkerSnapshot:
         with self._cond:
-            now = self._clock()
-            return WorkerSnapshot(
-                received=self._received, processed=self._processed, dropped=self._dropped,
-                skipped=self._skipped, failed=self._failed, pending=int(self._slot.pending),
-                busy=self._busy, rate_hz=self._rate_locked(now),
-                latency={k: LatencySummary.of(list(v)) for k, v in self._latency.items()},
-                last_error=self._last_error,
-                last_processed_age_s=now - self._last_processed,
-                last_received_age_s=now - self._last_received,
-            )
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> WorkerSnapshot:
+        now = self._clock()
+        return WorkerSnapshot(
+            received=self._received, processed=self._processed, dropped=self._dropped,
+            skipped=self._skipped, failed=self._failed, pending=int(self._slot.pending),
+            busy=self._busy, rate_hz=self._rate_locked(now),
+            latency={k: LatencySummary.of(list(v)) for k, v in self._latency.items()},
+            last_error=self._last_error,
+            last_processed_age_s=now - self._last_processed,
+            last_received_age_s=now - self._last_received,
+        )
 
     def _rate_locked(self, now: float) -> float:
         """Processed frames per second over the last `rate_window_s` seconds."""
@@ -276,10 +284,10 @@ class InferenceWorker:
                     return
                 item = self._slot._take_locked()
                 self._busy = True
-            timings: dict[str, float] | None = None
+            result: Any = None
             error: BaseException | None = None
             try:
-                timings = self._process(item)
+                result = self._process(item)
             except Exception as exc:  # any failure of one frame is counted, never fatal
                 error = exc
             with self._cond:
@@ -288,17 +296,31 @@ class InferenceWorker:
                 if error is not None:
                     self._failed += 1
                     self._last_error = f"{type(error).__name__}: {error}"
-                elif timings is None:
+                elif result is None:
                     self._skipped += 1
                 else:
                     self._processed += 1
                     self._last_processed = now
                     self._done_times.append(now)
                     self._rate_locked(now)  # prunes old completion times
-                    for key, value in timings.items():
-                        if key in self._latency and value is not None:
-                            self._latency[key].append(float(value))
+                deliver = self._on_done is not None and (result is not None or error is not None)
+                self._delivering = deliver
+                snapshot = self._snapshot_locked() if deliver else None
                 self._cond.notify_all()
-            if error is not None and self._on_error is not None:
-                with contextlib.suppress(Exception):  # logging must never kill the worker
-                    self._on_error(item, error)
+            extra_ms = 0.0
+            if deliver:
+                try:
+                    extra_ms = float(self._on_done(item, result, error, snapshot) or 0.0)
+                except Exception:  # publishing/logging must never kill the worker
+                    extra_ms = 0.0
+            with self._cond:
+                if result is not None:
+                    self._record_latency_locked(result.timings, extra_ms)
+                self._delivering = False
+                self._cond.notify_all()
+
+    def _record_latency_locked(self, timings: dict[str, float], extra_ms: float) -> None:
+        for key, value in timings.items():
+            if key in self._latency and value is not None:
+                extra = extra_ms if key in ("post_ms", "total_ms") else 0.0
+                self._latency[key].append(float(value) + extra)

@@ -195,6 +195,121 @@ def test_depth_and_labels_metrics_equal_direct_computation(tmp_path, model_dir, 
     assert [f["stamp_ns"] for f in doc["frames"]] == [stamp_of(i) for i in range(4)]
 
 
+# ---------------------------------------------------------------------------------------------
+# Hand-computed metrics: a model whose heads ignore the features predicts 5 m and class 3
+# everywhere, so each metric below is a few lines of arithmetic, independent of depth_metrics.
+
+CONST_SIZE = (32, 64)  # the model's input size: no resizing anywhere
+CONST_DEPTH, CONST_CLASS = 5.0, 3
+
+
+@pytest.fixture(scope="module")
+def constant_model_dir(tmp_path_factory) -> Path:
+    import torch
+
+    from xnet_model import build_model
+
+    model = build_model("atto_x_atto_multitask", data={"input_size": list(CONST_SIZE)})
+    assert model.cfg.depth.max_depth == 10.0 and model.cfg.semantic.num_classes == 10
+    with torch.no_grad():
+        model.heads.depth.weight.zero_()
+        model.heads.depth.bias.zero_()  # depth = sigmoid(0) * 10 m = 5 m
+        model.heads.semantic.weight.zero_()
+        model.heads.semantic.bias.zero_()
+        model.heads.semantic.bias[CONST_CLASS] = 1.0  # argmax = class 3
+    path = tmp_path_factory.mktemp("constant") / "model"
+    model.save(path)
+    return path
+
+
+# (row, col) -> GT depth in metres; every other pixel 0 (no return)
+HAND_DEPTH = [
+    # valid: 4, 5, 8, 2.5; not evaluated: 10 (= max depth), 12 (beyond), NaN
+    {(1, 1): 4.0, (2, 5): 5.0, (10, 20): 8.0, (31, 63): 2.5,
+     (0, 0): 10.0, (5, 5): 12.0, (6, 6): np.nan},
+    {(3, 3): 5.0, (4, 40): 6.25, (7, 7): 10.0},  # valid: 5, 6.25
+    {(8, 8): 10.0, (9, 9): 0.0},  # nothing valid
+]
+# (row, col) -> GT class; every other pixel 255 (ignore)
+HAND_LABELS = [
+    {(1, 1): 3, (2, 2): 3, (3, 3): 3, (4, 4): 1},
+    {(5, 5): 3, (6, 6): 3},
+    {(7, 7): 3},
+]
+# Per frame, pred p = 5 against the valid g:
+# frame 0, g = 4, 5, 8, 2.5:
+#   abs_rel = (1/4 + 0 + 3/8 + 2.5/2.5) / 4 = 0.40625
+#   sq_rel  = (1/4 + 0 + 9/8 + 6.25/2.5) / 4 = 0.96875
+#   rmse    = sqrt((1 + 0 + 9 + 6.25) / 4) = sqrt(4.0625)
+#   e = ln(p/g) = ln 1.25, 0, ln 0.625, ln 2; mean e = ln(1.5625) / 4 = ln(1.25) / 2
+#   rmse_log = sqrt((ln^2 1.25 + ln^2 0.625 + ln^2 2) / 4) = sqrt(0.18778736747887043)
+#   log10   = (log10 1.25 + log10 1.6 + log10 2) / 4 = log10(4) / 4
+#   silog   = 100 sqrt(0.18778736747887043 - (ln(1.25) / 2)^2)
+#   ratios 1.25, 1, 1.6, 2: d1 = 1/4 (1.25 is not < 1.25), d2 = 2/4 (< 1.5625), d3 = 3/4
+# frame 1, g = 5, 6.25:
+#   abs_rel = (0 + 1.25/6.25) / 2 = 0.1; sq_rel = (0 + 1.5625/6.25) / 2 = 0.125
+#   rmse = sqrt(1.5625 / 2); e = 0, ln 0.8: rmse_log = |ln 0.8| / sqrt 2,
+#   log10 = |log10 0.8| / 2, silog = 100 sqrt(ln^2 0.8 / 2 - ln^2 0.8 / 4) = 100 |ln 0.8| / 2
+#   ratios 1, 1.25: d1 = 1/2, d2 = d3 = 1
+HAND_FRAME_METRICS = [
+    {"abs_rel": 0.40625, "sq_rel": 0.96875, "rmse": 2.0155644370746373,
+     "rmse_log": 0.43334439823178794, "log10": 0.1505149978319906,
+     "silog": 41.873512672761414, "d1": 0.25, "d2": 0.5, "d3": 0.75},
+    {"abs_rel": 0.1, "sq_rel": 0.125, "rmse": 0.8838834764831844,
+     "rmse_log": 0.157786318312326, "log10": 0.048455006504028196,
+     "silog": 11.157177565710485, "d1": 0.5, "d2": 1.0, "d3": 1.0},
+]
+# the bag's metrics: the mean of frames 0 and 1 (frame 2 has no valid pixel)
+HAND_MEAN = {"abs_rel": 0.253125, "sq_rel": 0.546875, "rmse": 1.4497239567789109,
+             "rmse_log": 0.295565358272057, "log10": 0.0994850021680094,
+             "silog": 26.51534511923595, "d1": 0.375, "d2": 0.75, "d3": 0.875, "count": 2}
+
+
+def write_hand_bag(path: Path) -> Path:
+    with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {t: writer.add_connection(t, "sensor_msgs/msg/Image", typestore=TS)
+                 for t in ("/cam/image_raw", "/gt/depth", "/gt/labels")}
+        for i, (depth_px, label_px) in enumerate(zip(HAND_DEPTH, HAND_LABELS, strict=True)):
+            depth = np.zeros(CONST_SIZE, np.float32)
+            for pixel, value in depth_px.items():
+                depth[pixel] = value
+            labels = np.full(CONST_SIZE, 255, np.uint8)
+            for pixel, value in label_px.items():
+                labels[pixel] = value
+            for topic, msg in (("/cam/image_raw", image_msg(stamp_of(i), "rgb8",
+                                                            frame_rgb(i, CONST_SIZE))),
+                               ("/gt/depth", image_msg(stamp_of(i), "32FC1", depth)),
+                               ("/gt/labels", image_msg(stamp_of(i), "mono8", labels))):
+                writer.write(conns[topic], stamp_of(i), TS.serialize_cdr(msg, msg.__msgtype__))
+    return path
+
+
+def test_hand_computed_metrics(tmp_path, constant_model_dir):
+    bag = write_hand_bag(tmp_path / "in")
+    report = tmp_path / "report"
+    assert evaluate(bag, constant_model_dir, report, "--image-topic", "/cam/image_raw",
+                    "--depth-topic", "/gt/depth", "--labels-topic", "/gt/labels",
+                    "--max-depth", MAX_DEPTH) == 0
+    doc = load(report)
+    for frame, expected in zip(doc["frames"], HAND_FRAME_METRICS):
+        assert frame["depth"] == pytest.approx(expected, rel=1e-9)
+    assert doc["frames"][2]["depth"] == dict.fromkeys(HAND_FRAME_METRICS[0])  # all NaN -> null
+    assert doc["depth"] == pytest.approx(HAND_MEAN, rel=1e-9)
+    assert doc["counts"]["depth"]["no_valid_pixels"] == 1
+    assert doc["counts"]["matched"] == 3
+    # Labelled pixels, all predicted 3: class 3 in GT 3 + 2 + 1 = 6 times, class 1 once.
+    # Class 3: intersection 6, union 7 -> IoU 6/7; class 1: intersection 0, union 1 -> IoU 0;
+    # other classes absent from GT and (labelled) prediction: null.
+    seg = doc["segmentation"]
+    iou = [c["IoU"] for c in seg["classes"]]
+    assert [i for i, v in enumerate(iou) if v is not None] == [1, 3]
+    assert (iou[1], iou[3]) == pytest.approx((0.0, 6 / 7), rel=1e-12)
+    assert seg["mIoU"] == pytest.approx((6 / 7 + 0.0) / 2, rel=1e-12)
+    assert seg["aAcc"] == pytest.approx(6 / 7, rel=1e-12)
+    assert seg["mAcc"] == pytest.approx((1.0 + 0.0) / 2, rel=1e-12)  # Acc 3 = 6/6, Acc 1 = 0/1
+    assert [f["pixel_acc"] for f in doc["frames"]] == pytest.approx([3 / 4, 1.0, 1.0])
+
+
 def test_nearest_matching_with_tolerance(tmp_path, model_dir):
     bag = write_bag(tmp_path / "in", 3, gt_offset_ns=3 * MS, labels=False)
     args = ("--image-topic", "/cam/image_raw", "--depth-topic", "/gt/depth",

@@ -111,6 +111,24 @@ def expected_depth(predictor: Predictor, rgb: np.ndarray) -> np.ndarray:
     return np.where(depth > predictor.cfg.depth.min_depth, depth, np.nan).astype(np.float32)
 
 
+# Pascal VOC colours of ids 1..10 = the default palette of classes 0..9 (10-class test model)
+VOC_PALETTE_10 = np.array([[128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128],
+                           [0, 128, 128], [128, 128, 128], [64, 0, 0], [192, 0, 0],
+                           [64, 128, 0]], np.uint8)
+POINT_FIELD_DTYPES = {2: "u1", 4: "u2", 6: "u4", 7: "f4", 8: "f8"}  # sensor_msgs/PointField
+
+
+def decode_points(msg) -> np.ndarray:
+    """A PointCloud2's data as an (height, width) structured array, from its fields/offsets."""
+    assert not msg.is_bigendian
+    dtype = np.dtype({"names": [f.name for f in msg.fields],
+                      "formats": ["<" + POINT_FIELD_DTYPES[f.datatype] for f in msg.fields],
+                      "offsets": [f.offset for f in msg.fields], "itemsize": msg.point_step})
+    assert msg.row_step == msg.width * msg.point_step
+    data = np.frombuffer(bytes(msg.data), dtype)
+    return data.reshape(msg.height, msg.width)
+
+
 def infer(*args: str) -> int:
     return main(["infer", *map(str, args), "--quiet"])
 
@@ -158,9 +176,28 @@ def test_kitti_outputs_match_node_topics_stamps_and_predictor(fixtures_dir, kitt
         info = out["/xnet/depth/camera_info"][i][1]
         assert (info.width, info.height) == (1242, 375)
         np.testing.assert_allclose(info.k, infos[i][1].k)
+        np.testing.assert_array_equal(image_array(color), VOC_PALETTE_10[image_array(labels)])
         points = out["/xnet/points"][i][1]
         assert (points.height, points.width, points.point_step) == (188, 621, 20)  # stride 2
         assert [f.name for f in points.fields] == ["x", "y", "z", "rgb", "label"]
+        cloud = decode_points(points)
+        # the hand back-projection of every 2nd pixel of the published depth, with the input
+        # camera_info's K: x = (u - cx) z / fx, y = (v - cy) z / fy
+        fx, _, cx, _, fy, cy = infos[i][1].k[:6]
+        z = image_array(depth)[::2, ::2].astype(np.float64)
+        v, u = np.mgrid[0:375:2, 0:1242:2]
+        np.testing.assert_allclose(cloud["z"], z, rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(cloud["x"], (u - cx) * z / fx, rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        np.testing.assert_allclose(cloud["y"], (v - cy) * z / fy, rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        assert points.is_dense == bool(np.isfinite(z).all())
+        # rgb: the float32 field holds the bits 0x00RRGGBB of the input pixel
+        bits = cloud["rgb"].view(np.uint32)
+        np.testing.assert_array_equal(
+            np.stack([bits >> 16, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1), rgb[::2, ::2])
+        assert not (bits >> 24).any()
+        np.testing.assert_array_equal(cloud["label"], image_array(labels)[::2, ::2])
     table = out["/xnet/semantic/class_table"][0][1]
     assert [c.id for c in table.classes] == list(range(10))
     assert stamp(table) == stamp(images[0][1])
@@ -336,10 +373,12 @@ def test_truncated_synthetic_mcap_is_salvaged(tmp_path, model_dir):
         with pytest.raises(BagReadError):
             for _ in reader.messages(["/cam/image_raw"]):
                 count += 1
+    assert 0 < count < 12  # the messages before the damage are read, then the error
     out = tmp_path / "out"
     assert infer(bag, "--model", model_dir, "--image-topic", "/cam/image_raw", "--out", out) == 3
     stamps = [stamp(m) for _, m in read_bag(out)["/xnet/depth"]]
     assert 0 < len(stamps) < 12 and stamps == [stamp_of(i) for i in range(len(stamps))]
+    assert len(stamps) == count  # every frame that could be read was written
 
 
 def test_corrupt_sqlite3_page_keeps_the_frames_before(tmp_path, model_dir, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +21,35 @@ def test_palette_deterministic_and_known_first_colours() -> None:
         [[128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [64, 0, 0]],
     )
     np.testing.assert_array_equal(default_palette(10), palette[:10])
+
+
+def voc_colormap(n: int) -> np.ndarray:
+    """The Pascal VOC devkit colour map (labelcolormap / VOCdevkit `color_map`), written out:
+    bits 0, 1, 2 of the id go to the top bits of R, G, B, the next three to the next bits..."""
+    cmap = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+# sha256 of default_palette(65535).tobytes(), pinned from
+#   hashlib.sha256(default_palette(65535).tobytes()).hexdigest()
+# (it equals the VOC colour map of ids 1..65535, see voc_colormap). A change re-colours every
+# published semantic/color image and point-cloud label colour: change it only on purpose.
+PINNED_PALETTE_SHA256 = "1c81e295e806785ed5a01c42e0cc5bc1ac8bb4e4129c4506c3ad003a6e54c646"
+
+
+def test_palette_is_the_voc_colour_map_and_pinned() -> None:
+    palette = default_palette(65535)
+    np.testing.assert_array_equal(palette[:1023], voc_colormap(1024)[1:])  # class i = VOC i + 1
+    assert hashlib.sha256(palette.tobytes()).hexdigest() == PINNED_PALETTE_SHA256
 
 
 def test_palette_distinct_and_never_black_up_to_65535() -> None:

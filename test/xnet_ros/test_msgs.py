@@ -60,7 +60,7 @@ def test_node_script_installed_for_ros2_run():
     assert re.search(r"PROGRAMS\s+scripts/xnet_node\s+DESTINATION\s+lib/\$\{PROJECT_NAME\}", text)
     script = REPO / "scripts" / "xnet_node"
     assert script.stat().st_mode & 0o111, "scripts/xnet_node must be executable"
-    assert "from xnet_ros.node import main" in script.read_text()
+    assert "from xnet_ros.main import main" in script.read_text()  # the entry point (issue 9)
 
 
 # --------------------------------------------------------------------------- messages
@@ -74,6 +74,15 @@ def test_source_and_generated_modules_coexist():
 
     assert msg.InferenceStats.__module__.startswith("xnet_ros.msg")
     assert len(xnet_ros.__path__) >= 1
+    # The source tree first (its modules win), then the install dir that holds msg/.
+    source = (REPO / "xnet_ros").resolve()
+    installed = Path(msg.__file__).resolve().parents[1]
+    paths = [Path(p).resolve() for p in xnet_ros.__path__]
+    assert Path(xnet_ros.conversions.__file__).resolve().parent == source
+    assert paths[0] == source, paths
+    if installed != source:  # a colcon install merges both into one directory
+        assert installed.name == "xnet_ros" and installed.parent.name == "site-packages"
+        assert installed in paths[1:], paths
 
 
 @pytest.mark.ros

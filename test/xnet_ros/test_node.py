@@ -37,7 +37,7 @@ from sensor_msgs.msg import (  # noqa: E402
 
 from xnet_ros import node as xnode  # noqa: E402
 from xnet_ros.conversions import encode_compressed, image_to_array  # noqa: E402
-from xnet_ros.geometry import Intrinsics, backproject, unpack_pointcloud, unpack_rgb  # noqa: E402
+from xnet_ros.geometry import unpack_pointcloud, unpack_rgb  # noqa: E402
 from xnet_ros.outputs import COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS  # noqa: E402
 
 DISCOVERY_S = 15.0
@@ -46,6 +46,9 @@ KITTI = "kitti/KITTI_tiny/2011_09_26/2011_09_26_drive_0023_sync/image_02/data"
 FX = FY = 721.5377
 CX, CY = 609.5593, 172.854
 FRAME_ID = "kitti_camera_color_left"
+# The KITTI intrinsics at the output size 621x188 (sx = 621/1242, sy = 188/375), by hand:
+# fx*sx, fy*sy, (cx + 0.5)*sx - 0.5, (cy + 0.5)*sy - 0.5 (pixel edges map onto each other)
+FX2, FY2, CX2, CY2 = 360.76885, 361.73090026666665, 304.52965, 86.40813866666667
 OUTPUT_TYPES = {DEPTH: Image, DEPTH_INFO: CameraInfo, LABELS: Image, COLOR: Image,
                 POINTS: PointCloud2}
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -262,9 +265,17 @@ def settle(node, quiet_s: float = 1.5):
 
 
 def send_info_and_wait(node, probe, sec, **kw):
-    node._camera_info = None
+    node._pipeline.camera_info = None
     probe.send_info(sec, **kw)
-    assert wait_until(lambda: node._camera_info is not None, RECEIVE_S), "camera_info not seen"
+    assert wait_until(lambda: node._pipeline.camera_info is not None, RECEIVE_S), \
+        "camera_info not seen"
+
+
+def expected_points(depth: np.ndarray, fx, fy, cx, cy, stride: int = 1) -> np.ndarray:
+    """x = (u - cx) z / fx, y = (v - cy) z / fy at every `stride`-th pixel, in float64."""
+    z = depth[::stride, ::stride].astype(np.float64)
+    v, u = np.mgrid[0:depth.shape[0]:stride, 0:depth.shape[1]:stride]
+    return np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], axis=-1)
 
 
 # ---------------------------------------------------------------------------------- tests
@@ -317,8 +328,8 @@ def test_outputs_match_input_and_geometry(main_node, probe, kitti):
     assert (pc.height, pc.width) == (188, 621)
     cloud = unpack_pointcloud(pc.data, pc.fields, pc.point_step, pc.height, pc.width)
     xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
-    expected = backproject(depth, Intrinsics(FX, FY, CX, CY, 1242, 375), stride=2)
-    np.testing.assert_allclose(xyz, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
+    expected = expected_points(depth, FX, FY, CX, CY, stride=2)
+    np.testing.assert_allclose(xyz, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
     v, u = 100, 300  # one point by hand: x = (u - cx) z / fx
     z = depth[2 * v, 2 * u]
     np.testing.assert_allclose(xyz[v, u], [(2 * u - CX) * z / FX, (2 * v - CY) * z / FY, z],
@@ -345,14 +356,13 @@ def test_output_size_scales_camera_info_and_points(main_node, probe, kitti):
                                   Parameter("points_stride", value=2)])
     assert (depth_msg.width, depth_msg.height) == (621, 188)
     assert (labels_msg.width, labels_msg.height) == (621, 188)
-    scaled = Intrinsics(FX, FY, CX, CY, 1242, 375).scaled(621, 188)
     assert (info.width, info.height) == (621, 188)
-    np.testing.assert_allclose(info.k, [scaled.fx, 0, scaled.cx, 0, scaled.fy, scaled.cy, 0, 0, 1])
+    np.testing.assert_allclose(info.k, [FX2, 0, CX2, 0, FY2, CY2, 0, 0, 1], rtol=1e-12)
     depth = image_to_array(depth_msg)
     cloud = unpack_pointcloud(pc.data, pc.fields, pc.point_step, pc.height, pc.width)
     xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
-    np.testing.assert_allclose(xyz, backproject(depth, scaled), rtol=1e-6, atol=1e-6,
-                               equal_nan=True)
+    np.testing.assert_allclose(xyz, expected_points(depth, FX2, FY2, CX2, CY2), rtol=1e-5,
+                               atol=1e-6, equal_nan=True)
 
 
 def test_burst_counters_balance(main_node, probe, kitti):
@@ -408,21 +418,32 @@ def _bad_images(good: np.ndarray) -> dict[str, Image]:
     }
 
 
-def test_bad_input_is_counted_and_node_keeps_working(main_node, probe, kitti):
+def test_bad_input_is_counted_and_node_keeps_working(main_node, probe, kitti, monkeypatch):
     send_info_and_wait(main_node, probe, 3)
-    for what, bad in _bad_images(kitti[0]).items():
+    logged = []  # every error the node logs (before throttling)
+    monkeypatch.setattr(main_node, "_log_input_error", logged.append)
+    assert main_node._worker.wait_idle(RECEIVE_S)
+    first = main_node.worker_snapshot().failed
+    for i, (what, bad) in enumerate(_bad_images(kitti[0]).items(), start=1):
         assert main_node._worker.wait_idle(RECEIVE_S)
         failed = main_node.worker_snapshot().failed
+        assert failed == first + i - 1, what
         bad.header = probe.header(next_sec())
         probe.send_raw(bad)
         assert wait_until(lambda f=failed: main_node.worker_snapshot().failed == f + 1,
                           RECEIVE_S), f"{what}: not counted as failed"
         assert "ImageConversionError" in main_node.worker_snapshot().last_error, what
+        # the log line counts this frame exactly once, as the counters do
+        assert main_node._worker.wait_idle(RECEIVE_S)
+        assert len(logged) == i and f"({first + i} failed so far)" in logged[-1], logged
         sec = next_sec()
         probe.send_image(sec, kitti[2])
         assert probe.with_stamp(DEPTH, sec).width == 1242, what
+        if probe.msg_types is not None:  # the stats of the next good frame agree
+            assert probe.with_stamp("stats", sec).frames_failed == first + i, what
     assert main_node.lifecycle_state == "active"
     assert main_node.worker_snapshot().balanced
+    assert main_node.worker_snapshot().failed == first + 5
 
 
 def test_camera_info_with_zeros_is_rejected(main_node, probe, kitti):
@@ -439,6 +460,7 @@ def test_camera_info_with_zeros_is_rejected(main_node, probe, kitti):
 
 
 def test_diagnostics(main_node, probe, kitti):
+    send_info_and_wait(main_node, probe, 5)
     sec = next_sec()
     probe.send_image(sec, kitti[0])
     probe.with_stamp(DEPTH, sec)
@@ -457,20 +479,37 @@ def test_diagnostics(main_node, probe, kitti):
         assert key in values, key
     assert float(values["latency_infer_mean_ms"]) > 0
     assert status.hardware_id and "cpu" in values["backend"]
+    # once the node is idle, the diagnostics say exactly what the worker counted
+    s = settle(main_node)
+    counters = {"frames_received": s.received, "frames_processed": s.processed,
+                "frames_dropped_busy": s.dropped, "frames_skipped_no_subscribers": s.skipped,
+                "frames_failed": s.failed, "frames_in_flight": 0}
+    direct = {kv.key: kv.value for kv in main_node.diagnostic_status().values}
+    assert {k: int(direct[k]) for k in counters} == counters
+    assert direct["state"] == "active" and direct["intrinsics"] == "camera_info"
+    assert int(direct["published_depth"]) == main_node.published[DEPTH] >= 1
+    assert float(direct["latency_infer_mean_ms"]) == pytest.approx(
+        s.latency["infer_ms"].mean, abs=0.005)
+
+    def counted(arr):
+        return any(s_.name.startswith(name) and {k: int(kv.value) for kv in s_.values
+                                                 for k in counters if kv.key == k} == counters
+                   for s_ in arr.status)
+
+    probe.wait("diagnostics", counted, timeout=10.0)  # the published status agrees too
 
 
 def test_missing_intrinsics_disable_points_with_one_warning(ros, model_dir, kitti):
     node = start_node(ros, model_dir, namespace="nocal")
     probe = Probe(ros, "xnet_test_probe_nocal", namespace="nocal")
     warnings = []
-    orig = node._warn_once
+    orig = node._pipeline.on_warning
 
-    def spy(key, message):
-        if key not in node._warned:
-            warnings.append(key)
+    def spy(key, message):  # called for each warning the pipeline logs
+        warnings.append(key)
         orig(key, message)
 
-    node._warn_once = spy
+    node._pipeline.on_warning = spy
     try:
         wait_connected(node, probe, list(OUTPUT_TYPES))
         secs = [next_sec() for _ in range(3)]
@@ -601,7 +640,7 @@ def test_missing_or_corrupt_model_keeps_node_alive(ros, model_dir, tmp_path):
         assert node.trigger_deactivate() == xnode.SUCCESS
         assert node._worker is None and node._subs == []
         assert node.trigger_cleanup() == xnode.SUCCESS
-        assert node.lifecycle_state == "unconfigured" and node._model is None
+        assert node.lifecycle_state == "unconfigured" and node._pipeline is None
         assert node.trigger_shutdown() == xnode.SUCCESS
         assert node.lifecycle_state == "finalized"
     finally:
@@ -620,11 +659,13 @@ def test_autostart_false_waits_for_transitions(ros, model_dir):
 
 def test_main_runs_and_shuts_down_on_external_shutdown(model_dir):
     """main(): explicit init/shutdown; the executor ends cleanly when the context shuts down."""
+    from xnet_ros.main import main
+
     done = threading.Event()
     result = []
 
     def run():
-        result.append(xnode.main(["xnet_node", "--ros-args", "-r", "__ns:=/main_test",
+        result.append(main(["xnet_node", "--ros-args", "-r", "__ns:=/main_test",
                                   "-p", f"model:={model_dir}", "-p", "warmup:=false"]))
         done.set()
 
@@ -645,3 +686,23 @@ def test_main_runs_and_shuts_down_on_external_shutdown(model_dir):
     assert up, "main() did not bring the node up"
     assert done.wait(30.0), "main() did not return after shutdown"
     assert result == [0]
+
+
+def test_publishers_count_matched_events_or_ask_the_publisher(monkeypatch):
+    """Subscriber counts from matched events; on Humble (no matched events) from the publisher."""
+    from types import SimpleNamespace
+
+    from xnet_ros import ros_messages as rm
+
+    pubs = rm.Publishers()
+    fake = SimpleNamespace(get_subscription_count=lambda: 3)
+    callbacks = pubs.event_callbacks(DEPTH)
+    pubs.add(DEPTH, fake)
+    if rm.MATCHED_EVENTS:  # rclpy of Iron and later
+        assert pubs.count(DEPTH) == 0
+        callbacks.matched(SimpleNamespace(current_count=2, total_count=5))
+        assert pubs.counts() == {DEPTH: 2}
+    monkeypatch.setattr(rm, "MATCHED_EVENTS", False)
+    assert pubs.event_callbacks(POINTS) is None
+    assert pubs.counts() == {DEPTH: 3}
+    assert pubs.clear() == [fake] and pubs.counts() == {}

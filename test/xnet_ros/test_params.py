@@ -69,7 +69,7 @@ def test_read_only_and_configure_time_parameters():
 def test_invalid_value_is_rejected_with_its_name(name, value):
     errors = NodeParams(**{name: value}).validate()
     assert errors, f"{name}={value!r} accepted"
-    assert errors[0].startswith(f"{name}: "), errors
+    assert errors[0].name == name and str(errors[0]).startswith(f"{name}: "), errors
 
 
 @pytest.mark.parametrize("changes, name", [
@@ -80,7 +80,8 @@ def test_invalid_value_is_rejected_with_its_name(name, value):
 ])
 def test_pairs_must_be_set_together(changes, name):
     errors = NodeParams(**changes).validate()
-    assert len(errors) == 1 and errors[0].startswith(f"{name}: "), errors
+    assert len(errors) == 1 and errors[0].name == name, errors
+    assert str(errors[0]).startswith(f"{name}: must be set together with "), errors
 
 
 def test_valid_non_defaults():
@@ -97,10 +98,11 @@ def test_from_mapping_coerces_ints_and_reports_unknown_and_wrong_types():
                                          "points_stride": "2"})
     assert p.fx == 500.0 and isinstance(p.fx, float) and p.lazy is False
     assert p.points_stride == NodeParams().points_stride  # default kept for the bad value
-    assert sorted(e.split(":")[0] for e in errors) == ["points_stride", "typo"]
+    assert sorted(e.name for e in errors) == ["points_stride", "typo"]
+    assert str(sorted(errors)[1]) == "typo: unknown parameter of xnet_node"
 
 
-def test_model_path_resolution(tmp_path):
+def test_model_path_resolution(tmp_path, monkeypatch):
     assert resolve_model_path(str(tmp_path)) == tmp_path
     with pytest.raises(ModelPathError, match=r"^model: .* does not exist"):
         resolve_model_path(str(tmp_path / "nope"))
@@ -108,15 +110,44 @@ def test_model_path_resolution(tmp_path):
     f.write_text("x")
     with pytest.raises(ModelPathError, match=r"^model: .* not a directory"):
         resolve_model_path(str(f))
-    try:
-        default = resolve_model_path("")
-    except ModelPathError as exc:  # the demo model is not committed yet
-        assert str(exc).startswith("model: '' (the packaged demo model")
-    else:
-        assert default.parts[-3:] == ("xnet_model", "assets", "demo_model")
+    # '' = the demo model committed in this source tree (the tests import the package from it)
+    demo = Path(__file__).resolve().parents[2] / "xnet_model" / "assets" / "demo_model"
+    default = resolve_model_path("")
+    assert default.parts[-3:] == ("xnet_model", "assets", "demo_model")
+    assert default.resolve() == demo
+    assert (default / "config.json").is_file() and (default / "model.safetensors").is_file()
+    # a demo model missing from an installation is reported with its path
+    import xnet_ros.params
+
+    monkeypatch.setattr(xnet_ros.params, "default_model_dir", lambda: tmp_path / "gone")
+    with pytest.raises(ModelPathError) as info:
+        resolve_model_path("")
+    assert str(info.value).startswith("model: '' (the packaged demo model")
+    assert str(tmp_path / "gone") in str(info.value)
 
 
 def test_docs_list_every_parameter():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "node.md").read_text()
     missing = [s.name for s in param_specs() if f"`{s.name}`" not in docs]
     assert not missing, f"docs/node.md does not document {missing}"
+
+
+def test_updated_returns_name_message_pairs():
+    """A `ros2 param set` on a running node, decided without ROS."""
+    p = NodeParams()
+    new, errors, pending = p.updated({"points_stride": 4}, configured=True)
+    assert (new.points_stride, errors, pending) == (4, [], [])
+    new, errors, pending = p.updated({"model": "/m", "points_stride": 3}, configured=True)
+    assert new is p and [e.name for e in errors] == ["model"] and pending == []
+    assert errors[0].message.startswith("applied at configure; deactivate and clean up")
+    assert p.updated({"model": "/m"}, configured=False)[0].model == "/m"
+    new, errors, _ = p.updated({"points_stride": 0, "lazy": False}, configured=False)
+    assert new is p and [str(e) for e in errors] == ["points_stride: 0 is out of range [1, 64]"]
+    # half a pair: accepted, reported as pending, named by the parameter still unset
+    new, errors, pending = p.updated({"fx": 500.0}, configured=True)
+    assert new.fx == 500.0 and errors == [] and [e.name for e in pending] == ["fy"]
+    new, errors, pending = new.updated({"fy": 400.0}, configured=True)
+    assert (new.fx, new.fy, errors, pending) == (500.0, 400.0, [], [])
+    # an unrelated change does not repeat the warning of an incomplete pair
+    half = p.replace(output_width=320)
+    assert half.updated({"frame_id": "x"}, configured=True)[2] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,7 +32,8 @@ class SlowPredictor:
         if item == "skip":
             return None
         self.seen.append(item)
-        return {"pre_ms": 1.0, "infer_ms": 10.0, "post_ms": 2.0, "total_ms": 14.0}
+        return SimpleNamespace(timings={"pre_ms": 1.0, "infer_ms": 10.0, "post_ms": 2.0,
+                                        "total_ms": 14.0})
 
 
 def test_slot_put_replaces_and_take_empties():
@@ -120,11 +122,12 @@ def test_counters_balance_under_a_concurrent_flood():
 def test_failures_skips_and_error_callback():
     errors = []
 
-    def on_error(item, exc):
-        errors.append((item, str(exc)))
+    def on_done(item, result, exc, snapshot):
+        if exc is not None:
+            errors.append((item, str(exc)))
         raise RuntimeError("a failing logger must not kill the worker")
 
-    w = InferenceWorker(SlowPredictor(), on_error=on_error)
+    w = InferenceWorker(SlowPredictor(), on_done=on_done)
     w.start()
     try:
         for item in ("bad", "skip", "ok"):
@@ -186,3 +189,49 @@ def test_latency_summary():
     assert empty.count == 0 and math.isnan(empty.mean)
     s = LatencySummary.of([float(v) for v in range(1, 101)])
     assert (s.p50, s.p95, s.max, s.mean, s.last) == (50.0, 95.0, 100.0, 50.5, 100.0)
+
+
+def test_on_done_sees_counters_that_already_count_the_frame():
+    """N bad frames: the callback for the k-th sees failed == k (what the node logs as
+    "k failed so far"); a processed frame sees itself in processed; skips are not delivered."""
+    calls = []
+
+    def on_done(item, result, exc, snapshot):
+        calls.append((item, result is not None, type(exc).__name__ if exc else None,
+                      snapshot.processed, snapshot.failed, snapshot.skipped, snapshot.balanced))
+
+    w = InferenceWorker(SlowPredictor(), on_done=on_done)
+    w.start()
+    try:
+        for item in ("bad", "bad", "skip", "ok", "bad"):
+            w.submit(item)
+            assert w.wait_idle(5.0)
+        s = w.snapshot()
+    finally:
+        w.stop(5.0)
+    assert calls == [("bad", False, "ValueError", 0, 1, 0, True),
+                     ("bad", False, "ValueError", 0, 2, 0, True),
+                     ("ok", True, None, 1, 2, 1, True),
+                     ("bad", False, "ValueError", 1, 3, 1, True)]
+    assert (s.received, s.processed, s.failed, s.skipped) == (5, 1, 3, 1)
+
+
+def test_delivery_time_counts_in_post_and_total_latency_and_wait_idle_waits_for_it():
+    delivered = threading.Event()
+
+    def on_done(item, result, exc, snapshot):
+        time.sleep(0.05)
+        delivered.set()
+        return 5.0  # ms spent publishing
+
+    w = InferenceWorker(SlowPredictor(), on_done=on_done)
+    w.start()
+    try:
+        w.submit("f")
+        assert w.wait_idle(5.0) and delivered.is_set()
+        lat = w.snapshot().latency
+    finally:
+        w.stop(5.0)
+    # SlowPredictor's timings: pre 1, infer 10, post 2, total 14 (ms)
+    assert (lat["pre_ms"].last, lat["infer_ms"].last) == (1.0, 10.0)
+    assert (lat["post_ms"].last, lat["total_ms"].last) == (7.0, 19.0)

@@ -12,20 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..colorize import default_palette
-from ..outputs import (
-    ALL_OUTPUTS,
-    COLOR,
-    DEPTH,
-    DEPTH_INFO,
-    LABELS,
-    POINTS,
-    OutputOptions,
-    tune_malloc,
-)
+from ..outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS, tune_malloc
 from ..params import CLASS_TABLE_TOPIC, NodeParams
+from ..pipeline import FrameSettings, ModelLoadError
 from .io import STORAGES, BagError
 
 log = logging.getLogger("xnet_ros.bag")
@@ -124,30 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_predictor(path: Path, backend: str, device: str | None):
-    from xnet_model import Predictor
+    from ..pipeline import load_predictor
 
     if not path.is_dir():
         raise BagError(f"model directory not found: {path}")
     try:
-        return Predictor(path, backend=backend, device=device)
-    except Exception as exc:  # config, weights, backend: all mean "this model cannot be used"
+        return load_predictor(path, backend, device)
+    except ModelLoadError as exc:  # config, weights, backend: this model cannot be used
+        raise BagError(f"cannot load model from {path}: {exc}") from None
+    except Exception as exc:  # anything else means the same
         raise BagError(f"cannot load model from {path}: {type(exc).__name__}: {exc}") from None
 
 
-def _output_options(args: argparse.Namespace, predictor) -> OutputOptions:
-    """The node's OutputOptions for these arguments (palette and min depth from the model)."""
-    cfg = predictor.cfg
-    k = predictor.num_classes
-    palette = None
-    if k:
-        palette = (np.asarray(cfg.semantic.palette, dtype=np.uint8).reshape(k, 3)
-                   if cfg.semantic.palette is not None else default_palette(k))
-    model_min = float(cfg.depth.min_depth) if cfg.depth is not None else 1e-3
-    return OutputOptions(output_size=args.output_size, min_depth=args.min_depth or model_min,
+def _settings(args: argparse.Namespace) -> FrameSettings:
+    """The node's per-frame settings for these arguments (0/None = the model's min depth)."""
+    fallback = None
+    if args.fx > 0:
+        fallback = (args.fx, args.fy or args.fx, args.cx, args.cy)
+    return FrameSettings(output_size=args.output_size, min_depth=args.min_depth or 0.0,
                          points_stride=args.points_stride,
                          points_max_range=args.points_max_range,
-                         points_organized=not args.points_unorganized, palette=palette,
-                         num_classes=k)
+                         points_organized=not args.points_unorganized,
+                         fallback_intrinsics=fallback, frame_id=args.frame_id)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -157,15 +144,11 @@ def _infer(args: argparse.Namespace) -> int:
         raise BagError(f"output {args.out} exists already; remove it or choose another --out")
     predictor = load_predictor(args.model, args.backend, args.device)
     outputs = frozenset(n for n in ALL_OUTPUTS if getattr(args, OUTPUT_FLAGS[n].replace("-", "_")))
-    fallback = None
-    if args.fx > 0:
-        fallback = (args.fx, args.fy or args.fx, args.cx, args.cy)
     opts = InferOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
         use_camera_info=not args.no_camera_info, every=args.every, storage=args.storage,
         copy_input=args.copy_input, namespace=args.out_namespace, outputs=outputs,
-        class_table=args.class_table, output=_output_options(args, predictor),
-        frame_id=args.frame_id, fallback_intrinsics=fallback, read_ahead=args.read_ahead,
+        class_table=args.class_table, settings=_settings(args), read_ahead=args.read_ahead,
         quiet=args.quiet)
     summary = run_infer(args.bag, args.out, predictor, opts)
     topics = ", ".join(f"{t} ({n})" for t, n in summary.written.items())
@@ -214,6 +197,7 @@ def _status(read_error: str | None, interrupted: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """offline rosbag tools: infer, eval (no ROS needed)"""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -31,10 +31,11 @@ from xnet_model.metrics import (
     depth_metrics,
 )
 
-from ..colorize import default_palette
 from ..conversions import image_to_array
-from .infer import IMAGE_TYPES, image_rgb
-from .io import IMAGE, BagError, BagReader, BagReadError, progress_bar, read_ahead, stamp_ns
+from ..pipeline import decode_image, stamp_ns
+from .infer import IMAGE_TYPES
+from .io import BagError, BagReader, BagReadError, progress_bar, read_ahead
+from .messages import COMPRESSED_IMAGE, IMAGE
 from .report import ReportWriter
 
 log = logging.getLogger(__name__)
@@ -148,23 +149,17 @@ class BagEvaluation:
             raise BagError("give a GT topic: --depth-topic and/or --labels-topic")
         if opts.every < 1:
             raise BagError(f"--every must be >= 1, got {opts.every}")
-        tasks = set(predictor.cfg.tasks)
-        if opts.depth_topic and "depth" not in tasks:
-            raise BagError(f"--depth-topic given but model {predictor.cfg.name} predicts no depth")
-        if opts.labels_topic and "semantic" not in tasks:
-            raise BagError(f"--labels-topic given but model {predictor.cfg.name} has no "
-                           "semantic head")
+        meta = self.meta = predictor.meta
+        if opts.depth_topic and "depth" not in meta.tasks:
+            raise BagError(f"--depth-topic given but model {meta.name} predicts no depth")
+        if opts.labels_topic and "semantic" not in meta.tasks:
+            raise BagError(f"--labels-topic given but model {meta.name} has no semantic head")
         self.predictor, self.opts = predictor, opts
-        depth_cfg = getattr(predictor.cfg, "depth", None)
-        self.max_depth = opts.max_depth or float(getattr(depth_cfg, "max_depth", 0) or 80.0)
+        self.max_depth = opts.max_depth or meta.max_depth or 80.0
         if not self.max_depth > opts.min_depth:
             raise BagError(f"need --max-depth > --min-depth, got {opts.min_depth} and "
                            f"{self.max_depth}")
-        self.num_classes = predictor.num_classes
-        semantic = predictor.cfg.semantic
-        self.class_names = list(semantic.class_names or []) if semantic else []
-        self.palette = (np.asarray(semantic.palette, dtype=np.uint8) if semantic and
-                        semantic.palette else default_palette(max(self.num_classes, 1)))
+        self.num_classes, self.palette = meta.num_classes, meta.palette_array()
         self.segmentation = (SegmentationMetric(self.num_classes, ignore_index=255)
                              if opts.labels_topic else None)
         self.tally = Tally()
@@ -241,7 +236,7 @@ class BagEvaluation:
         self.tally.counts["images"] += 1
         try:
             msg = bag.deserialize(raw, image.msgtype)
-            rgb = image_rgb(msg, image.msgtype)
+            rgb = decode_image(msg, image.msgtype == COMPRESSED_IMAGE)
         except Exception as exc:  # a bad frame is counted, not fatal
             self.tally.counts["failed"] += 1
             if self.tally.counts["failed"] <= MAX_LOGGED_FAILURES:
@@ -358,7 +353,7 @@ class BagEvaluation:
         segmentation = None
         if self.segmentation is not None:
             seg = self.segmentation.compute()
-            names = self.class_names or [str(i) for i in range(self.num_classes)]
+            names = self.meta.class_names
             segmentation = {
                 "mIoU": seg["mIoU"], "mAcc": seg["mAcc"], "aAcc": seg["aAcc"],
                 "classes": [{"id": i, "name": names[i], "IoU": seg["IoU"][i],
@@ -366,7 +361,7 @@ class BagEvaluation:
             }
         return {
             "bag": str(bag_path),
-            "model": {"name": self.predictor.cfg.name,
+            "model": {"name": self.meta.name,
                       "path": str(getattr(self.predictor, "model_path", "") or "")},
             "settings": {
                 "image_topic": opts.image_topic, "depth_topic": opts.depth_topic,

@@ -1,9 +1,9 @@
 """`xnet bag infer`: run the model over a bag's images and write what the node would publish.
 
-Outputs are built by `xnet_ros.outputs.build_outputs` (the node's own function) and written under
-the output namespace with the input image's header (stamp, frame_id) and bag timestamp. Three
-stages overlap: reading + decoding (read-ahead thread), the model (caller's thread), output
-building + serialisation + writing (write-behind thread).
+Frames go through the node's own `xnet_ros.pipeline.FramePipeline`, stage by stage, and the
+outputs are written under the output namespace with the input image's header (stamp, frame_id)
+and bag timestamp. Three stages overlap: reading + decoding (read-ahead thread), the model
+(caller's thread), output building + serialisation + writing (write-behind thread).
 """
 
 from __future__ import annotations
@@ -20,38 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..colorize import default_palette
-from ..conversions import decode_compressed, image_to_array, to_rgb
 from ..geometry import Intrinsics
-from ..outputs import (
-    ALL_OUTPUTS,
-    COLOR,
-    DEPTH,
-    DEPTH_INFO,
-    LABELS,
-    POINTS,
-    OutputOptions,
-    build_outputs,
-)
+from ..outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
 from ..params import CLASS_TABLE_TOPIC
-from .io import (
+from ..pipeline import DecodedFrame, FrameInput, FramePipeline, FrameSettings, stamp_ns
+from .io import BagError, BagReader, BagReadError, BagWriter, Topic, progress_bar, read_ahead
+from .messages import (
     CAMERA_INFO,
     CLASS_TABLE,
     COMPRESSED_IMAGE,
     IMAGE,
     LATCHED_QOS,
     OUTPUT_QOS,
-    BagError,
-    BagReader,
-    BagReadError,
-    BagWriter,
     MessageFactory,
-    Topic,
-    progress_bar,
-    read_ahead,
-    stamp_ns,
 )
 
 log = logging.getLogger(__name__)
@@ -71,9 +52,7 @@ class InferOptions:
     namespace: str = "/xnet"
     outputs: frozenset[str] = frozenset(ALL_OUTPUTS)
     class_table: bool = True
-    output: OutputOptions = field(default_factory=OutputOptions)
-    frame_id: str = ""  # "" = the input image's frame_id
-    fallback_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy
+    settings: FrameSettings = FrameSettings()  # output size, points, fallback K, frame_id
     read_ahead: int = 4  # frames decoded ahead of the model
     write_behind: int = 4  # frames queued for writing behind the model
     quiet: bool = False
@@ -101,9 +80,7 @@ class InferSummary:
 class Frame:
     index: int  # position on the image topic (before --every)
     timestamp: int  # bag timestamp, ns
-    header: Any  # the input's std_msgs/Header, reused as is
-    rgb: np.ndarray
-    intrinsics: Intrinsics | None
+    decoded: DecodedFrame
 
 
 @dataclass
@@ -116,30 +93,6 @@ class RawMessage:
 def output_topic(namespace: str, name: str) -> str:
     namespace = namespace.strip("/")
     return f"/{namespace}/{name}" if namespace else f"/{name}"
-
-
-def image_rgb(msg: Any, msgtype: str) -> np.ndarray:
-    """HxWx3 uint8 RGB of a sensor_msgs Image or CompressedImage (no copy for rgb8)."""
-    if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(msg)
-    return to_rgb(image_to_array(msg), msg.encoding)
-
-
-def fit_intrinsics(intrinsics: Intrinsics | None, height: int, width: int,
-                   fallback: tuple[float, float, float, float] | None) -> Intrinsics | None:
-    """As the node does: camera info of the image's size, or scaled when only the resolution
-    differs (same aspect ratio); else the fallback fx, fy, cx, cy (0 = image centre)."""
-    if intrinsics is not None:
-        if (intrinsics.width, intrinsics.height) == (width, height):
-            return intrinsics
-        aspect = width / height
-        if abs(intrinsics.width / intrinsics.height - aspect) < 0.01 * aspect:
-            return intrinsics.scaled(width, height)
-    if fallback is not None:
-        fx, fy, cx, cy = fallback
-        return Intrinsics(fx, fy, cx or (width - 1) / 2.0, cy or (height - 1) / 2.0, width,
-                          height)
-    return None
 
 
 class CameraInfoIndex:
@@ -225,10 +178,11 @@ class BagInference:
     def __init__(self, predictor: Any, opts: InferOptions):
         if opts.every < 1:
             raise BagError(f"--every must be >= 1, got {opts.every}")
-        self.predictor = predictor
         self.opts = opts
         self.summary = InferSummary()
-        self.size_warned = False
+        self.pipeline = FramePipeline(predictor, opts.settings, wanted=lambda: self.wanted,
+                                      on_warning=lambda key, message: self._warn(message))
+        self.wanted: frozenset[str] = frozenset()
 
     def run(self, bag_path: str | Path, out_path: str | Path) -> InferSummary:
         start = time.perf_counter()
@@ -308,17 +262,17 @@ class BagInference:
             reason = f"no usable camera_info on {name}" + (f" ({problem})" if problem else "")
         dropped = [output_topic(opts.namespace, n) for n in (DEPTH_INFO, POINTS)
                    if n in opts.outputs]
-        if opts.fallback_intrinsics is not None:
+        if opts.settings.fallback_intrinsics is not None:
             log.info("%s: using the intrinsics given on the command line", reason)
         elif dropped:
             self._warn(f"{reason}: {' and '.join(dropped)} are not written")
         return None
 
     def _wanted_outputs(self, cameras: CameraInfoIndex | None) -> list[str]:
-        tasks = set(self.predictor.cfg.tasks)
+        tasks = set(self.pipeline.meta.tasks)
         possible = set()
         if "depth" in tasks:
-            with_intrinsics = cameras or self.opts.fallback_intrinsics
+            with_intrinsics = cameras or self.opts.settings.fallback_intrinsics
             possible |= {DEPTH, DEPTH_INFO, POINTS} if with_intrinsics else {DEPTH}
         if "semantic" in tasks:
             possible |= {LABELS, COLOR}
@@ -350,23 +304,15 @@ class BagInference:
                 continue
             try:
                 msg = bag.deserialize(raw, image.msgtype)
-                rgb = image_rgb(msg, image.msgtype)
+                info = cameras.lookup(stamp_ns(msg.header.stamp)) if cameras else None
+                decoded = self.pipeline.decode(FrameInput(msg, image.msgtype == COMPRESSED_IMAGE),
+                                               camera_info=info)
             except Exception as exc:  # a bad frame is counted, not fatal
                 self.summary.failed += 1
                 if self.summary.failed <= MAX_LOGGED_FAILURES:
                     log.warning("image %d on %s skipped: %s", index, image.name, exc)
                 continue
-            info = cameras.lookup(stamp_ns(msg.header.stamp)) if cameras else None
-            intrinsics = fit_intrinsics(info, *rgb.shape[:2], self.opts.fallback_intrinsics)
-            if info is not None and intrinsics is None and not self.size_warned:
-                self.size_warned = True
-                self._warn(f"camera_info is for {info.width}x{info.height} but the images are "
-                           f"{rgb.shape[1]}x{rgb.shape[0]}: not using it")
-            if self.opts.frame_id:
-                header = self.factory.header(stamp_ns(msg.header.stamp), self.opts.frame_id)
-            else:
-                header = msg.header
-            yield Frame(index, timestamp, header, rgb, intrinsics)
+            yield Frame(index, timestamp, decoded)
 
     def _stream(self, bag: BagReader, image: Topic, cameras: CameraInfoIndex | None,
                 copy_topics: list[str], writes: WriteBehind) -> None:
@@ -382,27 +328,28 @@ class BagInference:
                     if self.summary.processed == 0 and self.class_table:
                         writes.submit(self._write_class_table, item)
                     start = time.perf_counter()
-                    prediction = self.predictor.predict(item.rgb)
+                    prediction = self.pipeline.predict([item.decoded])[0]
                     self.summary.model_seconds += time.perf_counter() - start
-                    writes.submit(self._write_frame, item, prediction.depth,
-                                  prediction.labels)
+                    writes.submit(self._write_frame, item, prediction)
                     self.summary.processed += 1
                     bar.update()
             finally:
                 items.close()  # type: ignore[attr-defined]
 
-    def _write_frame(self, frame: Frame, depth: np.ndarray | None,
-                     labels: np.ndarray | None) -> None:
-        outputs = build_outputs(frame.rgb, depth, labels, frame.intrinsics, self.opts.output,
-                                self.wanted)
-        for name, value in outputs.fields.items():
+    def _write_frame(self, frame: Frame, prediction: Any) -> None:
+        decoded = frame.decoded
+        header = decoded.header
+        if decoded.frame_id != header.frame_id:  # --frame-id
+            header = self.factory.header(stamp_ns(header.stamp), decoded.frame_id)
+        result = self.pipeline.finish(decoded, prediction)
+        for name, value in result.outputs.fields.items():
             self.writer.write(self.topics[name], frame.timestamp,
-                              self.factory.from_output(value, frame.header))
+                              self.factory.from_output(value, header))
 
     def _class_table_topic(self) -> str | None:
         """Where the class table goes, if the model has classes and its type is known."""
-        semantic = self.predictor.cfg.semantic
-        if not (self.opts.class_table and semantic and self.wanted & {LABELS, COLOR}):
+        if not (self.opts.class_table and self.pipeline.meta.num_classes
+                and self.wanted & {LABELS, COLOR}):
             return None
         if CLASS_TABLE not in self.factory.types:
             log.info("%s definition not found; no class table written", CLASS_TABLE)
@@ -412,16 +359,11 @@ class BagInference:
         return topic
 
     def _write_class_table(self, first: Frame) -> None:
-        semantic = self.predictor.cfg.semantic
-        k = semantic.num_classes
-        names = list(semantic.class_names or [f"class_{i}" for i in range(k)])
-        palette = self.opts.output.palette
-        if palette is None:
-            palette = default_palette(k)
-        header = self.factory.header(stamp_ns(first.header.stamp), "")
-        table = self.factory.class_table(header, self.predictor.cfg.name, names, palette)
+        header = self.factory.header(stamp_ns(first.decoded.header.stamp), "")
+        table = self.factory.class_table(header, self.pipeline.meta)
         self.writer.add_topic(self.class_table, CLASS_TABLE, qos=[LATCHED_QOS])
         self.writer.write(self.class_table, first.timestamp, table)
+
 
 def run_infer(bag_path: str | Path, out_path: str | Path, predictor: Any,
               opts: InferOptions) -> InferSummary:

@@ -1,4 +1,4 @@
-"""Rosbag2 reading and writing without a ROS install (`rosbags`), and the messages we write.
+"""Rosbag2 reading and writing without a ROS install (`rosbags`); the messages: `messages`.
 
 Readable inputs: a rosbag2 directory (sqlite3 or MCAP storage), a directory whose recording was
 killed before metadata.yaml was written (its .db3/.mcap file is read directly), or a single
@@ -11,7 +11,6 @@ messages before it were yielded, so callers can keep their partial results.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sys
 import threading
@@ -21,44 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-from rosbags.interfaces import (
-    MessageDefinitionFormat,
-    Qos,
-    QosDurability,
-    QosHistory,
-    QosLiveliness,
-    QosReliability,
-    QosTime,
-)
+from rosbags.interfaces import MessageDefinitionFormat, Qos
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import get_types_from_msg
 
-from ..geometry import PointCloudData
+from .messages import CAMERA_INFO, IMAGE, make_typestore
+
+__all__ = ["CAMERA_INFO", "IMAGE", "BagError", "BagReadError", "BagReader", "BagWriter",
+           "make_typestore", "progress_bar", "read_ahead"]
 
 log = logging.getLogger(__name__)
 
-# The sensor_msgs/std_msgs types written here are identical (same RIHS01 hashes) from Humble to
-# Kilted, so bags written with the Humble store play back on all three.
-TYPESTORE = Stores.ROS2_HUMBLE
 # Metadata v8 (Jazzy's): Humble's rosbag2 ignores the keys it does not know; Jazzy and Kilted
 # read it natively.
 BAG_VERSION = 8
 
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
-CLASS_TABLE = "xnet_ros/msg/ClassTable"
 STORAGES = ("mcap", "sqlite3")
-
-# Offered QoS recorded with the outputs; `ros2 bag play` re-publishes with it. As the node:
-# outputs reliable, volatile, keep last 5; the class table latched (transient local, depth 1).
-_NEVER = QosTime(0, 0)  # rmw "unspecified" = default / infinite
-OUTPUT_QOS = Qos(QosHistory.KEEP_LAST, 5, QosReliability.RELIABLE, QosDurability.VOLATILE,
-                 _NEVER, _NEVER, QosLiveliness.AUTOMATIC, _NEVER, False)
-LATCHED_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                  _NEVER, _NEVER, QosLiveliness.AUTOMATIC, _NEVER, False)
 
 T = TypeVar("T")
 
@@ -76,38 +53,6 @@ class Topic:
     name: str
     msgtype: str
     count: int | None  # None: unknown (salvaged file, counted while reading)
-
-
-MSG_NAMES = ("ClassInfo", "ClassTable", "InferenceStats")  # msg/, in dependency order
-
-
-def make_typestore() -> Any:
-    """The Humble typestore, plus xnet_ros/msg types when their .msg files can be found."""
-    typestore = get_typestore(TYPESTORE)
-    msg_dir = _find_msg_dir()
-    if msg_dir is not None:
-        types: dict[str, Any] = {}
-        for name in MSG_NAMES:
-            types.update(get_types_from_msg((msg_dir / f"{name}.msg").read_text(),
-                                            f"xnet_ros/msg/{name}"))
-        typestore.register(types)
-    return typestore
-
-
-def _find_msg_dir() -> Path | None:
-    """msg/ of the source tree, or share/xnet_ros/msg of an installed package."""
-    candidates = [Path(__file__).resolve().parents[2] / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "xnet_ros" / "msg")
-    for path in candidates:
-        if all((path / f"{name}.msg").is_file() for name in MSG_NAMES):
-            return path
-    return None
-
-
-def stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,66 +363,6 @@ class BagWriter:
 
     def abort(self) -> None:
         self._writer.abort()
-
-
-# ---------------------------------------------------------------------------------------------
-# Messages
-
-
-class MessageFactory:
-    """rosbags dataclass messages from the fields `xnet_ros.outputs.build_outputs` returns."""
-
-    def __init__(self, typestore: Any):
-        self.types = typestore.types
-
-    def header(self, stamp: int, frame_id: str) -> Any:
-        sec, nanosec = divmod(int(stamp), 1_000_000_000)
-        return self.types["std_msgs/msg/Header"](
-            stamp=self.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-            frame_id=frame_id)
-
-    def image(self, fields: dict[str, Any], header: Any) -> Any:
-        return self.types[IMAGE](
-            header=header, height=fields["height"], width=fields["width"],
-            encoding=fields["encoding"], is_bigendian=fields["is_bigendian"],
-            step=fields["step"], data=np.frombuffer(fields["data"], dtype=np.uint8))
-
-    def camera_info(self, fields: dict[str, Any], header: Any) -> Any:
-        roi = self.types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-        return self.types[CAMERA_INFO](
-            header=header, height=fields["height"], width=fields["width"],
-            distortion_model=fields["distortion_model"],
-            d=np.asarray(fields["d"], dtype=np.float64),
-            k=np.asarray(fields["k"], dtype=np.float64),
-            r=np.asarray(fields["r"], dtype=np.float64),
-            p=np.asarray(fields["p"], dtype=np.float64),
-            binning_x=0, binning_y=0, roi=roi)
-
-    def pointcloud(self, cloud: PointCloudData, header: Any) -> Any:
-        point_field = self.types["sensor_msgs/msg/PointField"]
-        fields = [point_field(name=name, offset=offset, datatype=datatype, count=count)
-                  for name, offset, datatype, count in cloud.fields]
-        return self.types[POINTCLOUD2](
-            header=header, height=cloud.height, width=cloud.width, fields=fields,
-            is_bigendian=bool(cloud.is_bigendian), point_step=cloud.point_step,
-            row_step=cloud.row_step, data=np.frombuffer(cloud.data, dtype=np.uint8),
-            is_dense=bool(cloud.is_dense))
-
-    def from_output(self, value: Any, header: Any) -> Any:
-        """The message for one `FrameOutputs.fields` value (image, camera info or cloud)."""
-        if isinstance(value, PointCloudData):
-            return self.pointcloud(value, header)
-        if "encoding" in value:
-            return self.image(value, header)
-        return self.camera_info(value, header)
-
-    def class_table(self, header: Any, model_name: str, names: list[str],
-                    palette: np.ndarray) -> Any:
-        info = self.types["xnet_ros/msg/ClassInfo"]
-        classes = [info(id=i, name=name, r=int(rgb[0]), g=int(rgb[1]), b=int(rgb[2]))
-                   for i, (name, rgb) in enumerate(zip(names, palette))]
-        return self.types[CLASS_TABLE](header=header, model_name=model_name, classes=classes)
 
 
 def progress_bar(total: int | None, desc: str, quiet: bool) -> Any:
