@@ -57,6 +57,37 @@ def test_clamping_and_valid_mask() -> None:
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((g - p) ** 2)))
 
 
+def test_gt_exactly_at_min_or_max_depth_is_not_evaluated() -> None:
+    """BTS eval_with_pngs.py: valid_mask = (gt > min_depth_eval) & (gt < max_depth_eval),
+    strict at both ends (../shared/fixtures/README.md), so e.g. NYU pixels clipped at exactly
+    10 m do not count."""
+    gt = np.array([[10.0, 2.0, 4.0, 0.5]], dtype=np.float32)
+    pred = np.array([[1.0, 1.0, 4.0, 3.0]], dtype=np.float32)
+    m = depth_metrics(pred, gt, min_depth=0.5, max_depth=10.0)
+    # Only gt 2 and 4 count (pred 1 and 4), as in test_depth_metrics_hand_computed. Were gt 10
+    # or 0.5 counted, abs_rel would be (0.9 + 0.5 + 0) / 3 or (0.5 + 0 + 5) / 3.
+    log2 = math.log(2.0)
+    expected = {
+        "abs_rel": 0.25, "sq_rel": 0.25, "rmse": math.sqrt(0.5),
+        "rmse_log": log2 / math.sqrt(2.0), "log10": math.log10(2.0) / 2,
+        "silog": 100 * log2 / 2, "d1": 0.5, "d2": 0.5, "d3": 0.5,
+    }
+    for key, value in expected.items():
+        assert m[key] == pytest.approx(value, rel=1e-12), key
+    # one float32 step inside either limit counts: gt 9.9999990 and 0.50000006 with pred 1
+    inside = np.array([[np.nextafter(np.float32(10.0), np.float32(0.0)),
+                        np.nextafter(np.float32(0.5), np.float32(1.0))]])
+    m = depth_metrics(np.ones((1, 2), np.float32), inside, min_depth=0.5, max_depth=10.0)
+    assert m["abs_rel"] == pytest.approx((0.9 + 1.0) / 2, rel=1e-6)  # |g - 1| / g: 0.9, ~1.0
+    assert m["d1"] == 0.0  # ratios 10 and 2
+    # the accumulator (bag eval, trainer validation) applies the same limits
+    acc = DepthMetricAccumulator(min_depth=0.5, max_depth=10.0)
+    acc.update(pred, gt)
+    acc.update(np.ones((1, 2)), np.array([[10.0, 0.5]]))  # nothing valid: skipped
+    assert acc.compute()["abs_rel"] == pytest.approx(0.25, rel=1e-12)
+    assert (acc.count, acc.skipped) == (1, 1)
+
+
 def test_no_valid_pixel_gives_nan() -> None:
     m = depth_metrics(np.ones((4, 4)), np.zeros((4, 4)))
     assert all(math.isnan(v) for v in m.values())

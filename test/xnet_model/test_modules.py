@@ -46,6 +46,25 @@ def test_heads_depth_range_and_logits():
     assert set(DenseHeads(4, None, 3)(torch.randn(1, 4, 2, 2))) == {"semantic"}
 
 
+def test_depth_head_is_sigmoid_of_a_1x1_conv_times_max_depth():
+    heads = DenseHeads(2, max_depth=10.0, num_classes=3)
+    with torch.no_grad():
+        heads.depth.weight.copy_(torch.tensor([1.0, -2.0]).reshape(1, 2, 1, 1))
+        heads.depth.bias.fill_(0.5)
+        heads.semantic.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+                                    .reshape(3, 2, 1, 1))
+        heads.semantic.bias.copy_(torch.tensor([0.0, 0.0, -3.0]))
+    # Two pixels: features (0.5, 0.5) and (2.0, -1.0).
+    x = torch.tensor([[0.5, 2.0], [0.5, -1.0]]).reshape(1, 2, 1, 2)
+    out = heads(x)
+    # conv: 1*0.5 - 2*0.5 + 0.5 = 0 -> sigmoid 0.5 -> 5 m;
+    #       1*2.0 - 2*(-1.0) + 0.5 = 4.5 -> 10 / (1 + e^-4.5) = 9.89013057369407 m
+    torch.testing.assert_close(out["depth"], torch.tensor([[[[5.0, 9.89013057369407]]]]))
+    # logits: (0.5, 0.5, -2) and (2, -1, -2)
+    torch.testing.assert_close(out["semantic"][0, :, 0],
+                               torch.tensor([[0.5, 2.0], [0.5, -1.0], [-2.0, -2.0]]))
+
+
 def test_lateral_links_pick_matching_strides():
     links = LateralLinks([8, 16, 32, 64], [4, 8, 16, 32], [10, 20, 30], [4, 8, 16])
     assert links.sources == [0, 1, 2]

@@ -82,3 +82,18 @@ def test_digest_changes_with_weights(tmp_path):
     build_model(TINY).save(tmp_path / "b")
     assert model_digest(tmp_path / "a") == model_digest(tmp_path / "a")
     assert model_digest(tmp_path / "a") != model_digest(tmp_path / "b")
+
+
+# sha256 of config.json's bytes followed by model.safetensors' bytes, pinned from
+#   hashlib.sha256(b'{"model": {}}' + b"\x00\x01weights").hexdigest()
+# The digest keys the engine caches (ONNX exports, TensorRT engines): if it changes, every cached
+# engine is rebuilt once after an upgrade. Change this constant only for an intended change.
+PINNED_DIGEST = "6b469bc42357c53538c7632a5310b1c26c1d0fe46c502fc5f2b7614e5cadc5c9"
+
+
+def test_digest_is_pinned_across_versions(tmp_path):
+    (tmp_path / CONFIG_FILE).write_bytes(b'{"model": {}}')
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"\x00\x01weights")
+    assert model_digest(tmp_path) == PINNED_DIGEST
+    (tmp_path / CONFIG_FILE).write_bytes(b'{"model": {"x": 1}}')
+    assert model_digest(tmp_path) != PINNED_DIGEST  # the config is part of the key
