@@ -23,3 +23,12 @@ def tune_malloc(threshold_bytes: int = 256 << 20) -> bool:
     return bool(libc.mallopt(m_trim_threshold, threshold_bytes)) and bool(
         libc.mallopt(m_mmap_threshold, 32 << 20)
     )
+
+
+def release_free_memory() -> bool:
+    """Return freed heap pages to the OS (glibc malloc_trim) after a one-off burst such as
+    loading a model, so a long-running process does not keep them; False where unavailable."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -22,6 +22,66 @@ DEFAULT_MIN_DEPTH = 1e-3  # metres; what a model without a depth head reports as
 
 
 @dataclass(frozen=True)
+class ArtifactInfo:
+    """What a deploy artifact (`xnet export --format pt2|tensorrt`) holds and which inputs its
+    program accepts; written by xnet_model.runtime.artifact, read without torch or timm."""
+
+    format: str  # "pt2" (torch.export program) or "tensorrt" (Torch-TensorRT program)
+    program: str  # the program's file name inside the artifact directory
+    precision: str = "fp32"  # what the program computes in (fp32 / fp16 / int8)
+    device: str = "cpu"  # device type the program was exported for ("cpu" / "cuda")
+    batch: tuple[int, int] = (1, 1)  # accepted batch sizes, inclusive
+    height: tuple[int, int] = (0, 0)  # accepted network heights, inclusive
+    width: tuple[int, int] = (0, 0)
+    multiple: int = 1  # accepted heights and widths are multiples of this
+    opt_shape: tuple[int, ...] = ()  # (N, 3, H, W) a TensorRT engine is tuned for
+    model_digest: str | None = None  # sha256 of the saved model it was exported from
+    calibration_digest: str | None = None  # int8: sha256 of the calibration images
+    versions: dict[str, str | None] = dataclasses.field(default_factory=dict)  # torch, timm...
+    target: dict[str, Any] = dataclasses.field(default_factory=dict)  # TensorRT: GPU, SM count
+    created: str = ""
+
+    @property
+    def static(self) -> bool:
+        return self.batch[0] == self.batch[1] and self.height[0] == self.height[1] \
+            and self.width[0] == self.width[1]
+
+    def accepted_sizes(self) -> str:
+        """The inputs the program takes, in words (used in every wrong-size error)."""
+        if self.static:
+            return f"exactly {self.batch[0]}x3x{self.height[0]}x{self.width[0]} (N x 3 x H x W)"
+        return (f"batch {self.batch[0]}..{self.batch[1]}, height {self.height[0]}.."
+                f"{self.height[1]} and width {self.width[0]}..{self.width[1]} in multiples of "
+                f"{self.multiple}")
+
+    def problem(self, shape: tuple[int, ...]) -> str | None:
+        """Why an (N, 3, H, W) input does not fit the program (None: it fits)."""
+        if len(shape) != 4 or shape[1] != 3:
+            return f"input {tuple(shape)} is not N x 3 x H x W"
+        n, _, h, w = (int(s) for s in shape)
+        fits = (self.batch[0] <= n <= self.batch[1] and self.height[0] <= h <= self.height[1]
+                and self.width[0] <= w <= self.width[1]
+                and h % self.multiple == 0 and w % self.multiple == 0)
+        if fits:
+            return None
+        return (f"this {self.format} artifact accepts {self.accepted_sizes()}; got "
+                f"{n}x3x{h}x{w}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"artifact metadata: unknown key(s) {unknown}; "
+                             f"known: {sorted(known)}")
+        d = dict(data)
+        for key in ("batch", "height", "width", "opt_shape"):
+            if key in d:
+                d[key] = tuple(int(v) for v in d[key])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
 class ModelMetadata:
     name: str
     tasks: tuple[str, ...]  # subset of ("depth", "semantic"), in that order
@@ -37,6 +97,8 @@ class ModelMetadata:
     # fx in pixels at the network input size of the camera the model was trained for (the
     # canonical camera); None = unknown (a model saved before camera-aware training).
     canonical_focal: float | None = None
+    # set in the metadata.json of a deploy artifact: the program, what it accepts, provenance
+    artifact: ArtifactInfo | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, size_multiple: int) -> ModelMetadata:
@@ -93,6 +155,8 @@ class ModelMetadata:
         d["palette"] = tuple(tuple(int(c) for c in rgb) for rgb in d.get("palette", ()))
         if d.get("input_size") is not None:
             d["input_size"] = (int(d["input_size"][0]), int(d["input_size"][1]))
+        if d.get("artifact") is not None:
+            d["artifact"] = ArtifactInfo.from_dict(d["artifact"])
         return cls(**d)
 
     def save(self, path: str | Path) -> Path:

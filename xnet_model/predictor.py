@@ -1,17 +1,29 @@
-"""Predictor: uint8 RGB/BGR image in, metric depth and class ids out, at the input resolution."""
+"""Predictor: uint8 RGB/BGR image in, metric depth and class ids out, at the input resolution.
+
+It runs a saved model directory or an `XNet` (the network is built: needs timm) or a deploy
+artifact directory (`xnet export --format pt2|tensorrt`: metadata.json + a compiled program;
+neither timm nor the nn.Module is loaded). Everything model-specific (normalisation, network
+size, tasks, classes) comes from `self.meta` (ModelMetadata), identical for both.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
-from .persistence import load_model
-from .runtime.backends import Backend, create_backend
-from .xnet import XNet
+from .memory import release_free_memory
+from .metadata import ModelMetadata
+from .runtime.backends import Backend, BackendError, create_backend
+from .runtime.images import resize
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+    from .xnet import XNet
 
 
 @dataclass
@@ -24,43 +36,77 @@ class Prediction:
 class Predictor:
     """`Predictor(model_or_path, backend='torch', device=None).predict(image, bgr=False)`.
 
-    Normalisation and network input size come from the model's data config; any input size
-    works: resize in, bilinear back for depth, nearest for labels.
+    Normalisation and network input size come from the model's metadata; any input size
+    works: resize in, bilinear back for depth, nearest for labels. A deploy artifact takes
+    the sizes its program accepts (`meta.artifact.accepted_sizes()`); others raise a
+    BackendError naming them.
     """
 
     def __init__(self, model_or_path: XNet | str | Path, backend: str = "torch",
                  device=None, **backend_options):
-        model = model_or_path if isinstance(model_or_path, XNet) else load_model(model_or_path)
-        self.model_path = None if isinstance(model_or_path, XNet) else Path(model_or_path)
-        self.cfg = model.cfg
-        self.num_classes = self.cfg.semantic.num_classes if self.cfg.semantic else 0
+        self.model_path = None if not isinstance(model_or_path, (str, Path)) \
+            else Path(model_or_path)
+        self.artifact_dir: Path | None = None
+        if self.model_path is not None:
+            from .runtime.artifact import create_artifact_backend, is_artifact, read_artifact
+
+            if is_artifact(self.model_path):  # compiled program: no timm, no nn.Module
+                self.artifact_dir = self.model_path
+                self.meta = read_artifact(self.model_path)
+                self._model_cfg = None
+                self.backend: Backend = create_artifact_backend(
+                    self.model_path, self.meta, backend, device, **backend_options)
+        if self.artifact_dir is None:
+            if self.model_path is not None:
+                from .persistence import load_model
+
+                model = load_model(self.model_path)
+            else:
+                model = model_or_path
+            self.meta: ModelMetadata = model.meta
+            self._model_cfg = model.cfg
+            # model_path keys compiled-engine caches by the saved files (ignored elsewhere)
+            backend_options.setdefault("model_path", self.model_path)
+            self.backend = create_backend(backend, model, device, **backend_options)
+        meta = self.meta
+        self.num_classes = meta.num_classes
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
-        data = self.cfg.data
-        self.mean = np.asarray(data.mean, np.float32).reshape(1, 1, 3) * 255.0
-        self.inv_std = 1.0 / (np.asarray(data.std, np.float32).reshape(1, 1, 3) * 255.0)
-        self.stride = max(model.encoder.strides)
-        # model_path keys compiled-engine caches by the saved files (ignored by other backends)
-        backend_options.setdefault("model_path", self.model_path)
-        self.backend: Backend = create_backend(backend, model, device, **backend_options)
+        self.mean = np.asarray(meta.mean, np.float32).reshape(1, 1, 3) * 255.0
+        self.inv_std = 1.0 / (np.asarray(meta.std, np.float32).reshape(1, 1, 3) * 255.0)
+        self.stride = meta.size_multiple
+        release_free_memory()  # loading allocates transient buffers: do not keep them
+
+    @cached_property
+    def cfg(self) -> ModelConfig | None:
+        """The source model's config (for a deploy artifact: the copy stored beside it, None
+        if absent). Prefer `meta`: it is what the Predictor itself uses."""
+        if self.artifact_dir is None:
+            return self._model_cfg
+        from .runtime.artifact import model_config
+
+        return model_config(self.artifact_dir)
 
     @property
     def tasks(self) -> list[str]:
-        return self.cfg.tasks
+        return list(self.meta.tasks)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The (H, W) the network runs at for an input of this size."""
-        if self.cfg.data.input_size is not None:
-            h, w = self.cfg.data.input_size
-            return int(h), int(w)
-        s = self.stride
-        return -(-height // s) * s, -(-width // s) * s
+        size = self.meta.network_size(height, width)
+        info = self.meta.artifact
+        if info is not None:
+            problem = info.problem((info.batch[0], 3, *size))
+            if problem:
+                raise BackendError(f"a {height}x{width} image runs at {size[0]}x{size[1]}, "
+                                   f"but {problem}")
+        return size
 
     def preprocess(self, image: np.ndarray, bgr: bool = False) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
         h, w = self.network_size(*image.shape[:2])
         if (h, w) != image.shape[:2]:
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+            image = resize(image, h, w)
         if bgr:
             image = image[..., ::-1]
         x = (image.astype(np.float32) - self.mean) * self.inv_std
@@ -72,25 +118,55 @@ class Predictor:
         if "depth" in out:
             depth = out["depth"][i].astype(np.float32, copy=False)
             if depth.shape != (h, w):
-                depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_LINEAR)
+                depth = resize(depth, h, w)
         if "labels" in out:
-            labels = out["labels"][i].astype(self.label_dtype)
+            labels = out["labels"][i].astype(self.label_dtype, copy=False)
             if labels.shape != (h, w):
-                labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+                labels = resize(labels, h, w, nearest=True)
         return depth, labels
 
-    def predict(self, image: np.ndarray, bgr: bool = False) -> Prediction:
-        return self.predict_batch([image], bgr=bgr)[0]
+    def predict(self, image: np.ndarray, bgr: bool = False, raw: bool = False) -> Prediction:
+        return self.predict_batch([image], bgr=bgr, raw=raw)[0]
 
-    def predict_batch(self, images: list[np.ndarray], bgr: bool = False) -> list[Prediction]:
-        """One forward pass over images of possibly different sizes (same network size)."""
+    def predict_batch(self, images: list[np.ndarray], bgr: bool = False,
+                      raw: bool = False) -> list[Prediction]:
+        """One forward pass over images of possibly different sizes (same network size).
+
+        `raw`: depth and labels as the network produced them, at its resolution (the caller
+        resizes them, e.g. xnet_ros.outputs); on a CUDA backend left on the device as torch
+        tensors (depth (h, w) float, labels (h, w) integer), else numpy."""
         t0 = time.perf_counter()
         batch = np.stack([self.preprocess(im, bgr) for im in images])
         t1 = time.perf_counter()
-        out = self.backend.infer(batch)
+        out = self._device_outputs(batch) if raw else None
+        if out is None:
+            out = self.backend.infer(batch)
         t2 = time.perf_counter()
-        results = [self.postprocess(out, i, im.shape[:2]) for i, im in enumerate(images)]
+        if raw:
+            results = [(out["depth"][i] if "depth" in out else None,
+                        out["labels"][i] if "labels" in out else None)
+                       for i in range(len(images))]
+        else:
+            results = [self.postprocess(out, i, im.shape[:2]) for i, im in enumerate(images)]
         t3 = time.perf_counter()
         timings = {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3,
                    "post_ms": (t3 - t2) * 1e3}
         return [Prediction(d, lab, dict(timings)) for d, lab in results]
+
+    def _device_outputs(self, batch: np.ndarray) -> dict | None:
+        """The network's outputs left on its CUDA device; None elsewhere and for backends
+        that only return numpy (no `run`)."""
+        device = getattr(self.backend, "device", None)
+        if getattr(device, "type", "cpu") != "cuda":
+            return None
+        import torch
+
+        try:
+            with torch.no_grad():
+                depth, labels = self.backend.run(self.backend.upload(batch))
+        except NotImplementedError:
+            return None
+        torch.cuda.synchronize(device)  # infer_ms stays the network's time
+        tasks = self.meta.tasks
+        return {**({"depth": depth[:, 0]} if "depth" in tasks else {}),
+                **({"labels": labels} if "semantic" in tasks else {})}

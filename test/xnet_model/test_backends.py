@@ -3,10 +3,8 @@ the TensorRT backend's guards and version-dependent settings, and `xnet bench`."
 
 from __future__ import annotations
 
-import inspect
 import logging
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,6 @@ from xnet_model.runtime import create_backend
 from xnet_model.runtime.backends import BackendError, TorchBackend
 from xnet_model.runtime.select import FallbackBackend, output_problem
 from xnet_model.runtime.tensorrt_backend import (
-    TensorRTBackend,
     calibration_batches,
     calibration_files,
     precision_settings,
@@ -141,9 +138,21 @@ def test_inductor_rejects_unknown_precision():
 
 def test_torch_bf16_autocast_runs_on_cpu():
     model = tiny_model()
+    # The dtype the convolutions really compute in: the encoder's first conv and the depth head.
+    convs = {"encoder": next(m for m in model.encoder.modules()
+                             if isinstance(m, torch.nn.Conv2d)),
+             "depth head": model.heads.depth}
+    seen: dict[str, list[torch.dtype]] = {name: [] for name in convs}
+    for name, conv in convs.items():
+        conv.register_forward_hook(lambda m, args, out, name=name: seen[name].append(out.dtype))
     out = TorchBackend(model, "cpu", precision="bf16").infer(batch())
+    assert seen == {name: [torch.bfloat16] for name in convs}
+    for dtypes in seen.values():
+        dtypes.clear()
     ref = TorchBackend(model, "cpu").infer(batch())
+    assert seen == {name: [torch.float32] for name in convs}
     assert output_problem(out, model, (1, 3, *SIZE)) is None
+    assert out["depth"].dtype == np.float32  # outputs are float32 whatever ran inside
     assert float(np.abs(out["depth"] - ref["depth"]).mean()) < 0.1  # bf16: ~3 significant digits
 
 
@@ -278,44 +287,219 @@ def test_tensorrt_matches_torch_and_caches_its_engine(tmp_path):
     model = tiny_model()
     ref = TorchBackend(model, "cuda").infer(batch())
     first = create_backend("tensorrt", model, "cuda", precision="fp32", cache_dir=tmp_path)
-    assert first.cache_hits[(1, 3, *SIZE)] is False
+    assert first.cache_hit is False and first.device.index is not None
     assert_close(ref, first.infer(batch()), depth_tol=1e-3)
     second = create_backend("tensorrt", model, "cuda", precision="fp32", cache_dir=tmp_path)
-    assert second.cache_hits[(1, 3, *SIZE)] is True
+    assert second.cache_hit is True
     fp16 = create_backend("tensorrt", model, "cuda", precision="fp16", cache_dir=tmp_path)
     assert_close(ref, fp16.infer(batch()), depth_tol=5e-2, agreement=0.99)
+    with pytest.raises(BackendError, match="accepts exactly 1x3x64x96"):
+        fp16.infer(batch(96, 128))
 
 
-def test_tensorrt_precision_settings_follow_the_installed_api():
-    def old_compile(exported_program, inputs=None, *, enabled_precisions=None,
-                    min_block_size=5):
-        pass
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_on_cuda_matches_cpu_through_pinned_copies():
+    model = tiny_model()
+    ref = TorchBackend(tiny_model(), "cpu").infer(batch())
+    cuda = TorchBackend(model, "cuda")
+    assert cuda.device.index is not None  # 'cuda' always gets an explicit index
+    for _ in range(2):  # the second call reuses the pinned staging buffers
+        out = cuda.infer(batch())
+        assert_close(ref, out, depth_tol=1e-3)
+    assert all(b.is_pinned() for b in cuda.io._buffers.values())
+    assert out["labels"].dtype == np.uint8
+    half = TorchBackend(tiny_model(), "cuda", precision="fp16").infer(batch())
+    assert_close(ref, half, depth_tol=5e-2, agreement=0.98)
 
-    def new_compile(exported_program, inputs=None, *, arg_inputs=None, enabled_precisions=None,
-                    use_explicit_typing=True, enable_autocast=False,
-                    autocast_low_precision_type=None, min_block_size=5):
-        pass
 
-    assert precision_settings(old_compile, "fp32") == {}
-    assert precision_settings(old_compile, "fp16") == {
-        "enabled_precisions": {torch.float32, torch.float16}}
-    assert precision_settings(old_compile, "int8") == {
-        "enabled_precisions": {torch.float32, torch.int8}}
-    assert precision_settings(new_compile, "fp16") == {
-        "use_explicit_typing": True, "enable_autocast": True,
-        "autocast_low_precision_type": torch.float16}
-    assert precision_settings(new_compile, "int8") == {"use_explicit_typing": True}
-    with pytest.raises(BackendError):
-        precision_settings(new_compile, "fp8")
-    from xnet_model.runtime.tensorrt_backend import inputs_argument
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pt2_artifact_exported_on_cpu_runs_on_cuda(tmp_path):
+    from xnet_model.runtime.artifact import export_pt2_artifact
 
-    x = torch.zeros(1)
-    assert list(inputs_argument(old_compile, x)) == ["inputs"]
-    assert list(inputs_argument(new_compile, x)) == ["arg_inputs"]
-    assert "calib" in inspect.signature(TensorRTBackend).parameters
+    model = tiny_model()
+    path, _, _ = export_pt2_artifact(model, tmp_path / "a", *SIZE)
+    image = np.random.default_rng(0).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    ref = Predictor(tiny_model(), device="cpu").predict(image)
+    got = Predictor(path, device="cuda").predict(image)
+    assert float(np.abs(got.depth - ref.depth).max()) <= 1e-3
+    assert float((got.labels == ref.labels).mean()) >= 0.99
+
+
+# The fakes mirror the real Torch-TensorRT signatures per release: fake_torch_tensorrt.py.
+EXPECTED_SETTINGS = {
+    # release: (fp16 settings, int8 settings) the backend must pass
+    "2.4": ({"enabled_precisions": {torch.float32, torch.float16}},
+            {"enabled_precisions": {torch.float32, torch.int8}}),
+    "2.9": ({"enabled_precisions": {torch.float32, torch.float16}, "use_explicit_typing": False},
+            {"enabled_precisions": {torch.float32, torch.int8}, "use_explicit_typing": False}),
+    "2.12": ({"enable_autocast": True, "autocast_low_precision_type": torch.float16}, {}),
+    "2.13": ({"enable_autocast": True, "autocast_low_precision_type": torch.float16}, {}),
+}
+
+
+@pytest.mark.parametrize("release", sorted(EXPECTED_SETTINGS))
+def test_tensorrt_precision_settings_follow_each_release(release):
+    import fake_torch_tensorrt
+
+    from xnet_model.runtime.tensorrt_backend import FP32_OPS, inputs_argument
+
+    compile_fn = fake_torch_tensorrt.RELEASES[release]().dynamo.compile
+    fp16, int8 = EXPECTED_SETTINGS[release]
+    assert precision_settings(compile_fn, "fp32") == {}
+    got = precision_settings(compile_fn, "fp16", calibration="loader")
+    if "enable_autocast" in fp16:  # >= 2.10: autocast with exclusions and reference data
+        assert got == {**fp16, "autocast_excluded_ops": set(FP32_OPS),
+                       "autocast_calibration_dataloader": "loader"}
+        assert "torch.ops.aten.layer_norm.default" in FP32_OPS
+        assert "torch.ops.aten.index.Tensor" in FP32_OPS  # integer index tensors stay intact
+    else:
+        assert got == fp16
+    assert precision_settings(compile_fn, "int8") == int8
+    with pytest.raises(BackendError, match="precision 'fp8'"):
+        precision_settings(compile_fn, "fp8")
+    assert list(inputs_argument(compile_fn, [])) == (["inputs"] if release == "2.4"
+                                                     else ["arg_inputs"])
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    import fake_torch_tensorrt
+
+    from xnet_model.runtime import tensorrt_backend
+
+    def install(release: str, fallback_ops: bool = True):
+        trt = fake_torch_tensorrt.RELEASES[release](fallback_ops)
+        monkeypatch.setattr(tensorrt_backend, "import_torch_tensorrt", lambda: trt)
+        # tensors on the CPU; the backend passes the device index on, as on a GPU
+        monkeypatch.setattr(tensorrt_backend, "cuda_device", lambda d: torch.device("cpu", 0))
+        return trt
+
+    return install
+
+
+@pytest.mark.parametrize("release", ["2.4", "2.9", "2.12", "2.13"])
+def test_tensorrt_backend_runs_each_release_end_to_end(release, fake_trt, tmp_path, caplog):
+    """Real __init__ / build / load / infer against a fake of each release: every argument
+    the backend passes exists there, nothing is passed in vain, the device has an index, the
+    caller's model is untouched, the engine file is .pt2 and the outputs are right."""
+    from xnet_model.runtime.tensorrt_backend import FP16_CALIBRATION_BATCHES
+
+    trt = fake_trt(release)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = TorchBackend(tiny_model(), "cpu").infer(batch())
+    with caplog.at_level(logging.INFO):
+        backend = create_backend("tensorrt", model, "cuda", cache_dir=tmp_path)  # fp16
+    (call,) = trt.calls_of("compile")
+    assert call["ignored"] == {} and isinstance(call["device"].gpu_id, int)
+    fp16, _ = EXPECTED_SETTINGS[release]
+    assert {k: call["settings"][k] for k in fp16} == fp16
+    if "enable_autocast" in fp16:
+        loader = call["settings"]["autocast_calibration_dataloader"]
+        shapes = [tuple(b[0].shape) for b in loader]
+        assert shapes == [(1, 3, *SIZE)] * FP16_CALIBRATION_BATCHES
+    assert backend.engine_path.suffix == ".pt2" and trt.calls_of("save")[0]["retrace"] is False
+    assert "1 subgraph(s) and" in caplog.text and "left in PyTorch" in caplog.text
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert next(model.parameters()).device == torch.device("cpu")
+    out = backend.infer(batch().astype(np.float64))  # any float input is cast to float32
+    assert out["labels"].dtype == np.uint8  # narrowed on the device before the copy
+    assert_close(ref, out)
+    with pytest.raises(BackendError, match=r"accepts exactly 1x3x64x96.*got 1x3x96x128"):
+        backend.infer(batch(96, 128))
+    assert len(trt.calls_of("compile")) == 1  # a new shape is rejected, never compiled
+
+
+def test_cuda_device_always_has_an_index(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert backends_mod.resolve_device("cuda") == torch.device("cuda", 1)
+    assert backends_mod.resolve_device(None) == torch.device("cuda", 1)
+    assert backends_mod.resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(BackendError, match="has 2 CUDA device"):
+        backends_mod.resolve_device("cuda:3")
+    import fake_torch_tensorrt
+
+    # what Torch-TensorRT makes of a device without an index (the bug this avoids)
+    assert fake_torch_tensorrt.Device._from(torch.device("cuda")).gpu_id is None
+
+
+def test_dynamic_tensorrt_engine_takes_every_size_in_its_range(fake_trt, tmp_path):
+    trt = fake_trt("2.13", fallback_ops=False)
+    model = tiny_model(input_size=(64, 96))
+    backend = create_backend("tensorrt", model, "cuda", precision="fp32", cache_dir=tmp_path,
+                             min_size=(64, 64), max_size=(128, 160), max_batch=2)
+    (call,) = trt.calls_of("compile")
+    (spec,) = call["inputs"]
+    assert spec.shape == {"min_shape": (1, 3, 64, 64), "opt_shape": (1, 3, 64, 96),
+                          "max_shape": (2, 3, 128, 160)} and spec.dtype == torch.float32
+    assert backend.info.accepted_sizes() == ("batch 1..2, height 64..128 and width 64..160 in "
+                                             "multiples of 32")
+    for h, w, n in ((64, 96, 1), (128, 160, 2), (96, 64, 1)):
+        x = batch(h, w, n)
+        assert_close(TorchBackend(model, "cpu").infer(x), backend.infer(x))
+    with pytest.raises(BackendError, match="height 64..128"):
+        backend.infer(batch(160, 160))
+    with pytest.raises(BackendError, match="multiples of the network stride 32"):
+        create_backend("tensorrt", model, "cuda", min_size=(60, 64), max_size=(128, 160),
+                       cache_dir=tmp_path)
+
+
+def test_tensorrt_needs_a_network_size(fake_trt, tmp_path):
+    fake_trt("2.13")
+    with pytest.raises(BackendError, match="TensorRT needs a network size"):
+        create_backend("tensorrt", tiny_model(input_size=None), "cuda", cache_dir=tmp_path)
+
+
+def test_int8_engine_loads_without_the_calibration_folder(fake_trt, tmp_path, monkeypatch):
+    """The calibration digest is stored in the cache key: once built, an int8 engine loads
+    with calib=None; ModelOpt quantises a copy, never the caller's model."""
+    import contextlib
+    import sys
+    import types
+
+    quantized = []
+
+    def quantize(module, config, forward_loop):
+        forward_loop(module)
+        module.quantized_by_modelopt = True
+        quantized.append(module)
+        return module
+
+    mtq = types.SimpleNamespace(quantize=quantize, INT8_DEFAULT_CFG={"int8": True})
+    utils = types.SimpleNamespace(export_torch_mode=contextlib.nullcontext)
+    for name, mod in {"modelopt": types.ModuleType("modelopt"),
+                      "modelopt.torch": types.ModuleType("modelopt.torch"),
+                      "modelopt.torch.quantization": mtq,
+                      "modelopt.torch.quantization.utils": utils}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    sys.modules["modelopt.torch"].quantization = mtq
+    sys.modules["modelopt"].torch = sys.modules["modelopt.torch"]
+    cv2 = pytest.importorskip("cv2")
+    images = tmp_path / "calib"
+    images.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(images / f"{i}.png"), np.full((30, 40, 3), 40 * i, np.uint8))
+    trt = fake_trt("2.13")
+    model = tiny_model()
+    built = create_backend("tensorrt", model, "cuda", precision="int8", calib=images,
+                           cache_dir=tmp_path / "engines")
+    assert not built.cache_hit and len(quantized) == 1
+    assert quantized[0].model is not model  # ModelOpt got the InferenceGraph of a copy
+    assert built.info.calibration_digest == built.calibration
+    loaded = create_backend("tensorrt", model, "cuda", precision="int8", calib=None,
+                            cache_dir=tmp_path / "engines")
+    assert loaded.cache_hit and loaded.calibration == built.calibration
+    assert len(trt.calls_of("compile")) == 1
+    with pytest.raises(BackendError, match="int8 needs calib="):
+        create_backend("tensorrt", model, "cuda", precision="int8", cache_dir=tmp_path / "e2")
 
 
 def test_calibration_images_are_preprocessed_like_the_predictor(tmp_path):
+    cv2 = pytest.importorskip("cv2")
     model = tiny_model()
     image = np.zeros((30, 40, 3), np.uint8)
     image[..., 2] = 255  # BGR on disk: pure red
@@ -324,7 +508,7 @@ def test_calibration_images_are_preprocessed_like_the_predictor(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     files = calibration_files(tmp_path)
     assert [f.name for f in files] == ["a.png", "b.jpg"]
-    batches = calibration_batches(files[:1], model.cfg, SIZE)
+    batches = calibration_batches(files[:1], model.meta, SIZE)
     assert len(batches) == 1 and batches[0].shape == (1, 3, *SIZE)
     mean, std = model.cfg.data.mean, model.cfg.data.std
     np.testing.assert_allclose(batches[0][0, :, 10, 10],

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from xnet_model import build_model
+from xnet_model import build_model, model_digest
 from xnet_model.config import ABLATION_ROWS
 from xnet_model.runtime import export
 from xnet_model.runtime.cli import export_main
@@ -178,3 +183,170 @@ def test_cli_export_tensorrt_explains_why_not(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "cannot build a TensorRT engine on this machine" in err and reason in err
+
+
+# ---- deploy artifacts (xnet export --format pt2): no timm, no nn.Module -----------------------
+
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "xnet_model" / "assets" / "demo_model"
+
+
+@pytest.fixture(scope="module")
+def demo_artifact(tmp_path_factory):
+    from xnet_model.persistence import load_model
+    from xnet_model.runtime.artifact import export_pt2_artifact
+
+    out = tmp_path_factory.mktemp("artifact") / "demo_pt2"
+    path, result, meta = export_pt2_artifact(load_model(DEMO_MODEL), out, 120, 160,
+                                             model_path=DEMO_MODEL)
+    return path
+
+
+def test_pt2_artifact_of_the_demo_model_matches_eager(demo_artifact):
+    """The trained demo model (real weights) on a synthetic 480x640 room: depth within 1e-4 m
+    of the eager model, labels identical."""
+    from xnet_model import Predictor
+    from xnet_model.data.synthetic import render_scene
+
+    image = render_scene(7, 480, 640).rgb
+    eager, artifact = Predictor(DEMO_MODEL), Predictor(demo_artifact)
+    assert artifact.backend.name == "pt2" and artifact.backend.model is None
+    ref, got = eager.predict(image), artifact.predict(image)
+    assert got.depth.shape == (480, 640) and got.labels.dtype == np.uint8
+    assert float(np.abs(got.depth - ref.depth).max()) <= DEPTH_TOL
+    assert float((got.labels == ref.labels).mean()) >= LABEL_AGREEMENT
+    meta, info = artifact.meta, artifact.meta.artifact
+    assert dataclasses.replace(meta, artifact=None) == eager.meta  # same classes, range, ...
+    assert (info.format, info.program, info.precision, info.static) == \
+        ("pt2", "program.pt2", "fp32", True)
+    assert info.accepted_sizes() == "exactly 1x3x120x160 (N x 3 x H x W)"
+    assert info.model_digest == model_digest(DEMO_MODEL)
+    assert info.versions["torch"] == torch.__version__
+    assert artifact.cfg.name == "demo_synthetic"  # the stored copy of the model config
+
+
+def test_artifact_loads_without_timm_or_the_network(demo_artifact):
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import xnet_model\n"
+        "assert 'torch' not in sys.modules, 'import xnet_model imported torch'\n"
+        "from xnet_model import Predictor\n"
+        f"p = Predictor({str(demo_artifact)!r})\n"
+        "pred = p.predict(np.zeros((48, 64, 3), np.uint8))\n"
+        "assert pred.depth.shape == (48, 64)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'timm' or m in\n"
+        "             ('xnet_model.xnet', 'xnet_model.encoder', 'xnet_model.decoder'))\n"
+        "print('imported:', bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "imported: []" in out.stdout
+
+
+def test_dynamic_pt2_artifact_takes_its_range_and_names_it_otherwise(tmp_path):
+    from xnet_model import Predictor
+    from xnet_model.runtime.artifact import export_pt2_artifact
+    from xnet_model.runtime.backends import BackendError
+
+    model = tiny_model()  # no data.input_size: free size, rounded up to the stride
+    path, result, meta = export_pt2_artifact(model, tmp_path / "dyn", 64, 96)
+    assert result.dynamic and meta.input_size is None and meta.size_multiple == 32
+    assert meta.artifact.accepted_sizes() == ("batch 1..64, height 64..4096 and width "
+                                              "64..4096 in multiples of 32")
+    p = Predictor(path)
+    image = np.random.default_rng(0).integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    assert p.network_size(70, 100) == (96, 128)
+    ref = Predictor(model).predict(image)
+    got = p.predict(image)
+    assert float(np.abs(got.depth - ref.depth).max()) <= DEPTH_TOL
+    with pytest.raises(BackendError, match=r"multiples of 32; got 1x3x80x96"):
+        p.backend.infer(random_batch(80, 96))
+    with pytest.raises(BackendError, match=r"a 5000x64 image runs at 5024x64, but .*height "
+                                           r"64\.\.4096"):
+        p.predict(np.zeros((5000, 64, 3), np.uint8))
+
+
+def test_artifact_backend_names_and_broken_artifacts(demo_artifact, tmp_path):
+    import shutil
+
+    from xnet_model import Predictor
+    from xnet_model.runtime.artifact import ArtifactError
+    from xnet_model.runtime.backends import BackendError
+
+    with pytest.raises(BackendError, match="pt2 deploy artifact: backend must be one of auto, "
+                                           "pt2, torch .got 'onnxruntime'"):
+        Predictor(demo_artifact, backend="onnxruntime")
+    assert Predictor(demo_artifact, backend="tensorrt,torch").backend.name == "pt2"
+    bf16 = Predictor(demo_artifact, backend="auto", precision="bf16")
+    assert bf16.backend.describe() == "pt2 program (bf16) on cpu"
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_artifact, broken)
+    (broken / "program.pt2").unlink()
+    with pytest.raises(ArtifactError, match="program file program.pt2 is missing"):
+        Predictor(broken)
+
+
+def test_cli_export_pt2_writes_an_artifact(tmp_path, capsys):
+    model = tiny_model()
+    model.save(tmp_path / "model")
+    out = tmp_path / "deploy"
+    rc = export_main(["--model", str(tmp_path / "model"), "--format", "pt2", "--height", "64",
+                      "--width", "96", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert (out / "metadata.json").is_file() and (out / "program.pt2").is_file()
+    assert "wrote deploy artifact" in text and "in multiples of 32" in text
+    assert "labels equal 100.0000%" in text
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    rc = export_main(["--model", str(tmp_path / "model"), "--format", "pt2", "--height", "64",
+                      "--width", "96", "--out", str(tmp_path / "occupied"), "--no-verify"])
+    assert rc == 1 and "is not a deploy artifact" in capsys.readouterr().err
+    assert (tmp_path / "occupied" / "notes.txt").read_text() == "mine"
+
+
+def test_cli_export_tensorrt_writes_an_artifact_the_predictor_runs(tmp_path, capsys,
+                                                                   monkeypatch):
+    """`--format tensorrt` with a fake Torch-TensorRT (fake_torch_tensorrt.py, 2.13 API):
+    engine built into the cache, copied into an artifact that runs without the model and
+    refuses another GPU."""
+    import json
+
+    import fake_torch_tensorrt
+
+    from xnet_model import Predictor
+    from xnet_model.runtime import tensorrt_backend
+    from xnet_model.runtime.backends import BackendError
+
+    trt = fake_torch_tensorrt.v2_13()
+    monkeypatch.setattr(tensorrt_backend, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(tensorrt_backend, "import_torch_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_backend, "cuda_device", lambda d: torch.device("cpu", 0))
+    model = tiny_model(data={"input_size": [64, 96]})
+    model.save(tmp_path / "model")
+    out = tmp_path / "trt"
+    rc = export_main(["--model", str(tmp_path / "model"), "--format", "tensorrt",
+                      "--precision", "fp32", "--cache-dir", str(tmp_path / "cache"),
+                      "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "TensorRT engine built" in text and "wrote deploy artifact" in text
+    meta = json.loads((out / "metadata.json").read_text())
+    info = meta["artifact"]
+    assert (info["format"], info["precision"], info["program"]) == ("tensorrt", "fp32",
+                                                                    "program.pt2")
+    assert info["model_digest"] == model_digest(tmp_path / "model")
+    assert set(info["target"]) >= {"gpu_name", "compute_capability", "multiprocessors",
+                                    "tensorrt", "torch_tensorrt", "torch"}
+    p = Predictor(out, backend="tensorrt")
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    ref = Predictor(model).predict(image)
+    got = p.predict(image)
+    assert float(np.abs(got.depth - ref.depth).max()) <= DEPTH_TOL
+    assert len(trt.calls_of("compile")) == 1 and len(trt.calls_of("load")) == 2
+    with pytest.raises(BackendError, match="backend must be one of auto, tensorrt"):
+        Predictor(out, backend="torch")
+    info["target"]["gpu_name"] = "NVIDIA Orin"
+    (out / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BackendError, match="built for another machine: gpu_name 'NVIDIA Orin'"):
+        Predictor(out, backend="auto")

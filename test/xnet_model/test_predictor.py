@@ -1,5 +1,7 @@
 """Predictor on the real fixture images: shapes, dtypes, resolution, BGR, batches, errors."""
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -49,6 +51,33 @@ def test_network_resolution_output_equals_direct_model_call(predictor):
         out = predictor.backend.model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
     np.testing.assert_allclose(pred.depth, out["depth"][0, 0].numpy(), atol=1e-5)
     assert (pred.labels == out["semantic"][0].argmax(0).numpy()).mean() > 0.999
+
+
+def test_depth_is_sigmoid_of_the_head_conv_times_max_depth(fixtures_dir):
+    """Depth from set head weights, recomputed with numpy from the features entering the heads
+    (at the network size); with a zero weight it is sigmoid(bias) * max_depth everywhere, also
+    after resizing back to a real image's size."""
+    torch.manual_seed(0)
+    model = build_model(TINY, data={"input_size": [96, 128]}).eval()
+    channels = model.heads.depth.in_channels
+    weight = np.linspace(-0.5, 0.5, channels)
+    with torch.no_grad():
+        model.heads.depth.weight.copy_(torch.from_numpy(weight).reshape(1, channels, 1, 1))
+        model.heads.depth.bias.fill_(0.25)
+    features = []
+    model.heads.register_forward_pre_hook(lambda module, args: features.append(args[0]))
+    image = np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    depth = Predictor(model).predict(image).depth
+    (f,) = features
+    logit = np.einsum("c,chw->hw", weight, f[0].numpy().astype(np.float64)) + 0.25
+    np.testing.assert_allclose(depth, 10.0 / (1.0 + np.exp(-logit)), rtol=1e-5, atol=1e-5)
+
+    with torch.no_grad():
+        model.heads.depth.weight.zero_()
+        model.heads.depth.bias.fill_(math.log(3.0))  # sigmoid(ln 3) = 3 / (1 + 3) = 0.75
+    depth = Predictor(model).predict(read_rgb(fixtures_dir / KITTI)).depth
+    assert depth.shape == (375, 1242)
+    np.testing.assert_allclose(depth, 7.5, rtol=1e-6)  # 0.75 * max_depth 10 m
 
 
 def test_bgr_flag_equals_rgb_input(predictor):

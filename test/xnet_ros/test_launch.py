@@ -8,6 +8,7 @@ params-file and remap test marked `ros` loads them into a real node in-process.
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib.util
 import re
 import time
@@ -47,13 +48,14 @@ def _yaml_params() -> tuple[str, dict]:
 
 # ---------------------------------------------------------------------------- executable
 def test_executable_is_a_console_script_and_a_ros2_run_script():
-    tree = ast.parse((REPO / "setup.py").read_text())
-    scripts = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Dict):
-            for k, v in zip(node.keys, node.values):
-                if isinstance(k, ast.Constant) and k.value == "console_scripts":
-                    scripts = [ast.literal_eval(e) for e in v.elts]
+    # setup.py and CMakeLists.txt both read the entry points from resource/entry_points.txt
+    setup_call = next(n for n in ast.walk(ast.parse((REPO / "setup.py").read_text()))
+                      if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    value = next(k.value for k in setup_call.keywords if k.arg == "entry_points")
+    assert "entry_points.txt" in {n.value for n in ast.walk(value) if isinstance(n, ast.Constant)}
+    parser = configparser.ConfigParser(delimiters=("=",))
+    parser.read(REPO / "resource" / "entry_points.txt")
+    scripts = [f"{k} = {v}" for k, v in parser["console_scripts"].items()]
     entries = {s.split("=")[0].strip(): s.split("=")[1].strip() for s in scripts}
     assert entries.get(lc.EXECUTABLE) == lc.ENTRY_POINT == "xnet_ros.main:main"
 
@@ -275,6 +277,7 @@ def test_params_file_and_remaps_apply_to_the_real_node(tmp_path, small_model):
     try:
         node = XnetNode(context=ctx, namespace="front", cli_args=cli)
         try:
+            assert node.params.autostart and node.autostart()  # as xnet_ros.main does
             assert node.get_fully_qualified_name() == f"/front/{lc.NODE}"
             assert node.params.points_stride == 3 and node.params.frame_id == "cam_opt"
             _, values = _yaml_params()

@@ -107,6 +107,7 @@ def test_inference_stats_fields():
         "input_height": "uint16",
         "output_width": "uint16",
         "output_height": "uint16",
+        "camera": "string",  # issue 14: the camera of a multi-camera node
     }
     assert types == expected
 

@@ -3,7 +3,13 @@
 `create_backend(name, model, device, **options)` is the one factory. BACKENDS maps a name to a
 factory `(model, device, **options) -> Backend`; the compiled backends live in their own modules
 and are imported only when asked for. A comma-separated name ('tensorrt,torch') is a fallback
-chain (select.py); 'auto' is the chain this machine supports best.
+chain (select.py); 'auto' is the chain this machine supports best. Deploy artifacts (no
+nn.Module) get their backend from `artifact.create_artifact_backend`.
+
+A backend's work is split so that later stages can stay on the device: `upload` (numpy ->
+float32 tensor on the device, through a pinned staging buffer on CUDA), `run` (tensor ->
+(depth (N,1,H,W), labels (N,H,W)) tensors on the device) and `download` (-> numpy, labels
+narrowed to uint8 on the device when the class count allows). `infer` is the three in a row.
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..xnet import XNet
+from ..metadata import ModelMetadata
+
+if TYPE_CHECKING:
+    from ..xnet import XNet
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +37,101 @@ class BackendError(RuntimeError):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """cpu, or cuda *with an explicit index* (`torch.device('cuda')` has index None, which
+    Torch-TensorRT turns into gpu_id=None; torch.cuda.current_device() is what 'cuda' means)."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device 'cuda' requested but CUDA is not available")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise BackendError(f"device {device!r} is not a device (cpu, cuda, cuda:N)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(f"device {str(device)!r} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= torch.cuda.device_count():
+            raise BackendError(f"device {str(device)!r}: this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The narrowest dtype the labels are copied back in (uint8 for up to 256 classes)."""
+    return torch.uint8 if num_classes <= 256 else torch.int32
+
+
+class HostTransfer:
+    """numpy <-> device copies. On CUDA through reused pinned buffers, so `non_blocking`
+    copies really are asynchronous (from pageable memory they are not, and a non-blocking copy
+    *into* pageable memory may be read before it lands). Not thread-safe: one per backend."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def _pinned(self, tag: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        key = (tag, tuple(shape), dtype)
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
+        return self._buffers[key]
+
+    def upload(self, batch: np.ndarray) -> torch.Tensor:
+        """(N,3,H,W) numpy -> contiguous float32 tensor on the device."""
+        src = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if not self.cuda:
+            return src
+        staging = self._pinned("in", tuple(src.shape), torch.float32)
+        staging.copy_(src)
+        return staging.to(self.device, non_blocking=True)
+
+    def download(self, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Device tensors -> numpy arrays the caller owns (one stream sync on CUDA)."""
+        if not self.cuda:
+            return {k: t.numpy() for k, t in tensors.items()}
+        staged = {}
+        for key, t in tensors.items():
+            buf = self._pinned(key, tuple(t.shape), t.dtype)
+            buf.copy_(t, non_blocking=True)
+            staged[key] = buf
+        torch.cuda.current_stream(self.device).synchronize()
+        return {k: b.numpy().copy() for k, b in staged.items()}  # buffers are reused
+
+
 class Backend:
-    """Runs the network. `infer` returns {'depth': (N,h,w) float32, 'labels': (N,h,w) int}."""
+    """Runs the network. `infer` returns {'depth': (N,h,w) float32, 'labels': (N,h,w) uint8 or
+    int32}, only the model's heads. `model` is None for deploy artifacts (then `meta` is
+    required)."""
 
     name = "base"
 
-    def __init__(self, model: XNet, device: torch.device):
+    def __init__(self, model: XNet | None, device: torch.device,
+                 meta: ModelMetadata | None = None):
         self.model, self.device = model, device
-        self.tasks = model.cfg.tasks
+        self.meta = meta if meta is not None else model.meta
+        self.tasks = tuple(self.meta.tasks)
+        self.io = HostTransfer(device)
+
+    def upload(self, batch: np.ndarray) -> torch.Tensor:
+        return self.io.upload(batch)
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,3,H,W) float32 on `device` -> (depth (N,1,H,W), labels (N,H,W)) on `device`; an
+        absent head gives an empty tensor (the InferenceGraph convention)."""
+        raise NotImplementedError
+
+    def download(self, depth: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        out = {}
+        if "depth" in self.tasks:
+            out["depth"] = depth[:, 0].float()
+        if "semantic" in self.tasks:
+            out["labels"] = labels.to(label_dtype(self.meta.num_classes))
+        return self.io.download(out)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        with torch.no_grad():
+            return self.download(*self.run(self.upload(batch)))
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
@@ -61,9 +147,10 @@ def model_identity(model: XNet, model_path: str | Path | None = None) -> str:
     return state_digest(model, model.cfg.to_json())
 
 
-def fixed_input_size(model: XNet, input_size=None) -> tuple[int, int] | None:
-    """The network (H, W) when fixed by the caller or the model's data config, else None."""
-    size = input_size if input_size is not None else model.cfg.data.input_size
+def fixed_input_size(model: XNet | ModelMetadata, input_size=None) -> tuple[int, int] | None:
+    """The network (H, W) when fixed by the caller or the model's metadata, else None."""
+    meta = model if isinstance(model, ModelMetadata) else model.meta
+    size = input_size if input_size is not None else meta.input_size
     return None if size is None else (int(size[0]), int(size[1]))
 
 
@@ -79,14 +166,13 @@ def graph_outputs_to_numpy(depth, labels, tasks) -> dict[str, np.ndarray]:
     return res
 
 
-def outputs_to_numpy(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Depth (N,1,h,w) -> (N,h,w) float32; semantic logits -> argmax labels (N,h,w) int32."""
-    res = {}
-    if "depth" in out:
-        res["depth"] = out["depth"][:, 0].float().cpu().numpy()
-    if "semantic" in out:
-        res["labels"] = out["semantic"].argmax(1).to(torch.int32).cpu().numpy()
-    return res
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    if precision not in AUTOCAST_DTYPES:
+        raise BackendError(f"precision {precision!r} not in {sorted(AUTOCAST_DTYPES)}")
+    return AUTOCAST_DTYPES[precision]
 
 
 class TorchBackend(Backend):
@@ -95,20 +181,19 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: XNet, device=None, precision: str = "fp32"):
-        device = resolve_device(device)
-        super().__init__(model.to(device).eval(), device)
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in dtypes:
-            raise BackendError(f"precision {precision!r} not in {sorted(dtypes)}")
-        self.precision, self.autocast_dtype = precision, dtypes[precision]
+        from .export import InferenceGraph
 
-    @torch.inference_mode()
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        if self.autocast_dtype is None:
-            return outputs_to_numpy(self.model(x))
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            return outputs_to_numpy(self.model(x))
+        device = resolve_device(device)
+        self.precision, self.autocast_dtype = precision, autocast_dtype(precision)
+        super().__init__(model.to(device).eval(), device)
+        self.graph = InferenceGraph(self.model)
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            if self.autocast_dtype is None:
+                return self.graph(x)
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                return self.graph(x)
 
     def describe(self) -> str:
         return f"torch ({self.precision}) on {self.device}"

@@ -19,12 +19,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..xnet import XNet
 from .backends import accepted_options, backend_factory, create_backend
+
+if TYPE_CHECKING:
+    from ..xnet import XNet
 
 log = logging.getLogger(__name__)
 

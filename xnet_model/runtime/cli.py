@@ -6,21 +6,26 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..config import ConfigError
 from ..weights import WeightsError
-from ..xnet import CONFIG_FILE, XNet, build_model
 from .backends import BackendError
 
-FORMATS = ("onnx", "exported", "tensorrt")
+if TYPE_CHECKING:
+    from ..xnet import XNet
+
+# onnx / exported: one graph file; pt2 / tensorrt: a deploy artifact directory (artifact.py)
+FORMATS = ("onnx", "exported", "pt2", "tensorrt")
 
 
 def load_model_arg(spec: str, ablation: str | None = None) -> tuple[XNet, Path | None, str]:
     """(model, saved dir or None, label) from a saved model directory or a variant name."""
     from ..persistence import load_model
+    from ..xnet import CONFIG_FILE, build_model
 
     path = Path(spec)
     if (path / CONFIG_FILE).is_file():
@@ -43,18 +48,31 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xnet export", description=(
-        "Export a saved xNet to ONNX or a torch.export program (.pt2), or pre-build its "
-        "TensorRT engine into the engine cache (run it on the target, e.g. the Jetson)."))
+        "Export a saved xNet: --format pt2 / tensorrt write a deploy artifact directory "
+        "(program + metadata.json) that Predictor and the node load without timm; onnx / "
+        "exported write one graph file. tensorrt also fills the engine cache; run it on the "
+        "target machine (engines are specific to the GPU and TensorRT version)."))
     p.add_argument("--model", required=True, help="saved model directory (or a variant name)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--height", type=int, help="network input height (default: data.input_size)")
     p.add_argument("--width", type=int, help="network input width (default: data.input_size)")
     p.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
                    help="tensorrt: fp16 (default), fp32 or int8 (needs --calib); others: fp32")
-    p.add_argument("--out", type=Path, help="output file (onnx / exported; default: next to "
-                   "the model as xnet_<H>x<W>.onnx / .pt2)")
-    p.add_argument("--calib", type=Path, help="directory of calibration images for int8")
+    p.add_argument("--out", type=Path, help="output: onnx / exported a file (default: next to "
+                   "the model as xnet_<H>x<W>.onnx / .pt2); pt2 / tensorrt a directory "
+                   "(default: ./<model>-<format>-<precision>-<H>x<W>)")
+    p.add_argument("--device", default=None, help="pt2: device the program runs on (cpu, "
+                   "cuda; default cpu); tensorrt: the GPU (default cuda)")
+    p.add_argument("--calib", type=Path, help="directory of calibration images for int8 "
+                   "(and fp16 autocast reference data on Torch-TensorRT >= 2.10)")
     p.add_argument("--batch", type=int, default=1, help="tensorrt engine batch size")
+    p.add_argument("--min-size", type=parse_size, help="tensorrt: smallest HxW of a dynamic "
+                   "engine (multiples of the network stride; default: a static engine)")
+    p.add_argument("--max-size", type=parse_size, help="tensorrt: largest HxW of a dynamic "
+                   "engine")
+    p.add_argument("--max-batch", type=int, help="tensorrt: largest batch (default --batch)")
+    p.add_argument("--cache-only", action="store_true",
+                   help="tensorrt: only fill the engine cache, write no artifact directory")
     p.add_argument("--static", action="store_true",
                    help="export a fixed-size graph (default: dynamic batch/height/width)")
     p.add_argument("--cache-dir", type=Path, help="engine cache (default: $XNET_ENGINE_CACHE "
@@ -100,6 +118,8 @@ def export_main(argv: list[str]) -> int:
         print(f"xnet export: --precision {args.precision} applies to --format tensorrt only "
               "(ONNX / .pt2 graphs are fp32)", file=sys.stderr)
         return 2
+    if args.format == "pt2":
+        return _export_pt2(args, model, model_path, (height, width))
     suffix = ".onnx" if args.format == "onnx" else ".pt2"
     base = model_path if model_path is not None else Path(".")
     out = args.out or base / f"xnet_{height}x{width}{suffix}"
@@ -130,7 +150,40 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+def default_artifact_dir(model: XNet, fmt: str, precision: str, size) -> Path:
+    return Path(f"{model.cfg.name}-{fmt}-{precision}-{size[0]}x{size[1]}")
+
+
+def _export_pt2(args, model: XNet, model_path: Path | None, size) -> int:
+    from .artifact import ArtifactError, ExportedProgramBackend, export_pt2_artifact
+    from .export import ExportError
+
+    out = args.out or default_artifact_dir(model, "pt2", "fp32", size)
+    try:
+        path, result, meta = export_pt2_artifact(model, out, *size, dynamic=not args.static,
+                                                 device=args.device or "cpu",
+                                                 model_path=model_path)
+    except (ExportError, ArtifactError, BackendError) as exc:
+        print(f"xnet export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote deploy artifact {path} ({result.seconds:.1f} s): accepts "
+          f"{meta.artifact.accepted_sizes()}")
+    for msg in result.messages:
+        print(f"note: {msg}")
+    if not args.no_verify:
+        backend = ExportedProgramBackend(path, meta, meta.artifact.device)
+        run = lambda x: [t.cpu().numpy() for t in backend.run(x.to(backend.device))]  # noqa: E731
+        diff, equal = verify_export(model.cpu(), run, *size)
+        print(f"parity vs eager at {size[0]}x{size[1]}: max |depth diff| {diff:.2e} m, "
+              f"labels equal {equal:.4%}")
+    return 0
+
+
 def _export_tensorrt(args, model: XNet, model_path: Path | None, size) -> int:
+    import dataclasses
+    import shutil
+
+    from .artifact import PROGRAM_FILE, ArtifactError, artifact_meta, write_artifact
     from .tensorrt_backend import TensorRTBackend, unavailable_reason
 
     reason = unavailable_reason()
@@ -138,17 +191,30 @@ def _export_tensorrt(args, model: XNet, model_path: Path | None, size) -> int:
         print(f"xnet export: cannot build a TensorRT engine on this machine: {reason}",
               file=sys.stderr)
         return 1
+    precision = args.precision or "fp16"
     try:
-        backend = TensorRTBackend(model, "cuda", precision=args.precision or "fp16",
-                                  input_size=size, batch=args.batch, cache_dir=args.cache_dir,
-                                  calib=args.calib, model_path=model_path)
+        backend = TensorRTBackend(model, args.device or "cuda", precision=precision,
+                                  input_size=size, batch=args.batch, min_size=args.min_size,
+                                  max_size=args.max_size, max_batch=args.max_batch,
+                                  cache_dir=args.cache_dir, calib=args.calib,
+                                  model_path=model_path)
     except BackendError as exc:
         print(f"xnet export: {exc}", file=sys.stderr)
         return 1
-    shape = (args.batch, 3, *size)
-    path = backend.cache.paths(backend.cache_key(shape))[0]
-    state = "already cached" if backend.cache_hits[shape] else "built"
-    print(f"TensorRT engine {state}: {path}\n{backend.describe()}")
+    state = "already cached" if backend.cache_hit else "built"
+    print(f"TensorRT engine {state}: {backend.engine_path}\n{backend.describe()}")
+    if args.cache_only:
+        return 0
+    out = args.out or default_artifact_dir(model, "tensorrt", precision, size)
+    info = dataclasses.replace(backend.info, program=PROGRAM_FILE)
+    try:
+        write_artifact(out, artifact_meta(model, info, info.multiple or 1),
+                       lambda p: shutil.copyfile(backend.engine_path, p),
+                       {"model": model.cfg.to_dict()})
+    except ArtifactError as exc:
+        print(f"xnet export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote deploy artifact {out}: accepts {info.accepted_sizes()}")
     return 0
 
 

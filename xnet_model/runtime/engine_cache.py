@@ -11,7 +11,8 @@ and the artefact's sha256 and size. A lookup
 
 Builds write to a temporary file in the same directory and `os.replace` it into place, so a
 reader never sees half a file; an exclusive `fcntl` lock per key keeps two processes from
-building the same entry at once (the second waits, then hits).
+building the same entry at once (the second waits, then hits). A hit needs read access only
+(no lock file is opened): a cache built by root or mounted read-only still serves its entries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -37,11 +39,30 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CACHE_ENV = "XNET_ENGINE_CACHE"
-FORMAT_VERSION = 1  # bump when the entry layout or what goes into an artefact changes
+FORMAT_VERSION = 2  # bump when the entry layout or what goes into an artefact changes
+# The modules whose source defines the traced graph: a change to any of them changes
+# `code_digest`, so an upgraded xnet_model never reuses an engine built from older code.
+MODEL_CODE = ("xnet.py", "encoder.py", "decoder.py", "modules.py", "config.py", "weights.py",
+              "runtime/export.py")
 
 
 class CacheLockTimeout(TimeoutError):
     """Another process held the build lock for longer than the timeout."""
+
+
+class CacheNotWritable(PermissionError):
+    """A miss in a cache directory this process cannot write (message says what to do)."""
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over the source files in MODEL_CODE (their bytes, in that order)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for name in MODEL_CODE:
+        h.update(name.encode())
+        h.update((root / name).read_bytes())
+    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -77,6 +98,22 @@ def gpu_fields(device: torch.device | str | None) -> tuple[str | None, str | Non
     return torch.cuda.get_device_name(device), f"{major}.{minor}"
 
 
+def multiprocessor_count(device: torch.device | str | None) -> int | None:
+    """Streaming multiprocessors of a CUDA device (Orin NX and AGX Orin share sm 8.7 but not
+    this, and TensorRT tunes kernels for it); None on CPU."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def shape_text(shape) -> str:
+    """(1, 3, 240, 320) -> '1x3x240x320'; a (min, opt, max) profile -> 'min-opt-max' joined."""
+    if shape and isinstance(shape[0], (list, tuple)):
+        return "-".join(shape_text(s) for s in shape)
+    return "x".join(str(s) for s in shape)
+
+
 @dataclass(frozen=True)
 class CacheKey:
     """Everything that makes a compiled artefact valid. Any field change is a different entry.
@@ -87,7 +124,7 @@ class CacheKey:
 
     kind: str
     model_digest: str  # sha256 of the saved config + weights (`xnet_model.model_digest`)
-    input_shape: tuple  # (N, 3, H, W), or a symbolic description for dynamic graphs
+    input_shape: tuple  # (N, 3, H, W), or ((min), (opt), (max)) for a dynamic profile
     precision: str
     gpu_name: str | None = None
     compute_capability: str | None = None
@@ -96,6 +133,9 @@ class CacheKey:
     torch_version: str = field(default_factory=lambda: torch.__version__)
     extra: tuple = ()
     format_version: int = FORMAT_VERSION
+    timm_version: str | None = field(default_factory=lambda: package_version("timm"))
+    code_digest: str = field(default_factory=code_digest)  # xnet_model's graph-defining code
+    multiprocessors: int | None = None  # SM count of the GPU
 
     def fields(self) -> dict[str, Any]:
         """JSON-normalised fields (tuples as lists), as stored in the sidecar."""
@@ -107,19 +147,21 @@ class CacheKey:
     @property
     def name(self) -> str:
         """File stem: readable prefix + 24 hex digits of the hash."""
-        shape = "x".join(str(s) for s in self.input_shape)
-        return f"{self.kind}-{self.precision}-{shape}-{self.hexdigest()[:24]}"
+        return f"{self.kind}-{self.precision}-{shape_text(self.input_shape)}-" \
+            f"{self.hexdigest()[:24]}"
 
     @classmethod
     def for_tensorrt(cls, model_digest: str, input_shape: tuple, precision: str,
                      device: torch.device | str, extra: dict | None = None) -> CacheKey:
-        """A TensorRT engine's key: this machine's GPU and TensorRT/Torch-TensorRT versions."""
+        """A TensorRT engine's key: this machine's GPU (name, compute capability, SM count),
+        TensorRT / Torch-TensorRT / torch / timm versions and xnet_model's model code."""
         gpu, cc = gpu_fields(device)
         return cls(
             "tensorrt", model_digest, tuple(input_shape), precision, gpu, cc,
             package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"),
             package_version("torch-tensorrt", "torch_tensorrt"),
             extra=tuple(sorted((extra or {}).items())),
+            multiprocessors=multiprocessor_count(device),
         )
 
 
@@ -165,13 +207,27 @@ class EngineCache:
         return (self.directory / f"{key.name}{self.suffix}",
                 self.directory / f"{key.name}.json")
 
+    def _not_writable(self, exc: OSError) -> CacheNotWritable:
+        return CacheNotWritable(
+            f"engine cache {self.directory} is not writable ({exc.strerror or exc}): cannot "
+            "build a missing entry here; build it as the cache's owner (xnet export) or point "
+            f"${CACHE_ENV} at a writable directory")
+
     @contextlib.contextmanager
     def lock(self, key: CacheKey) -> Iterator[None]:
         """Exclusive per-key lock (fcntl.flock, polled until `lock_timeout`)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{key.name}.lock"
         deadline = time.monotonic() + self.lock_timeout
-        with open(path, "a+") as f:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+")  # noqa: SIM115 - closed below, after the yield
+        except PermissionError as exc:
+            raise self._not_writable(exc) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise self._not_writable(exc) from exc
+            raise
+        with f:
             while True:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -241,6 +297,13 @@ class EngineCache:
                      load: Callable[[Path], T]) -> CacheResult:
         artefact, _ = self.paths(key)
         t0 = time.perf_counter()
+        if self.check(key) is None:  # a hit reads only: no lock file, no write access needed
+            try:
+                value = load(artefact)
+                log.info("engine cache hit: %s", artefact)
+                return CacheResult(value, True, artefact, time.perf_counter() - t0)
+            except Exception as exc:  # corrupt after all: rebuilt below, under the lock
+                log.debug("engine cache entry %s failed to load: %s", artefact, exc)
         with self.lock(key):
             problem = self.check(key)
             if problem is None:

@@ -12,15 +12,16 @@ import contextlib
 import io
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..xnet import XNet
+if TYPE_CHECKING:
+    from ..xnet import XNet
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,9 @@ class InferenceGraph(nn.Module):
 
 
 def network_stride(model: XNet) -> int:
-    """The input multiple that keeps every encoder and decoder feature map exact."""
-    strides = list(model.encoder.strides) + list(getattr(model.decoder, "strides", []))
-    return math.lcm(*[int(s) for s in strides])
+    """The input multiple that keeps every encoder and decoder feature map exact (dynamic
+    graphs need it; see `XNet.exact_size_multiple`)."""
+    return model.exact_size_multiple
 
 
 def graph_metadata(model: XNet, height: int, width: int, dynamic: bool) -> dict:
@@ -87,21 +88,37 @@ class ExportResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _dynamic_shapes(stride: int) -> tuple[dict, ...]:
+def dynamic_limits(stride: int) -> dict[str, tuple[int, int]]:
+    """The (min, max) batch, height and width a dynamic graph accepts (H, W: stride
+    multiples)."""
+    side = (2 * stride, MAX_SIDE // stride * stride)
+    return {"batch": (1, MAX_BATCH), "height": side, "width": side}
+
+
+def _dynamic_shapes(stride: int, limits: dict[str, tuple[int, int]] | None = None,
+                    ) -> tuple[dict, ...]:
+    """`torch.export` dynamic_shapes: batch free, H and W `stride` times a free integer."""
+    lim = limits or dynamic_limits(stride)
     dim = torch.export.Dim
-    h = dim("h", min=2, max=MAX_SIDE // stride)
-    w = dim("w", min=2, max=MAX_SIDE // stride)
-    return ({0: dim("batch", min=1, max=MAX_BATCH), 2: stride * h, 3: stride * w},)
+    spec: dict[int, object] = {}
+    if lim["batch"][0] != lim["batch"][1]:
+        spec[0] = dim("batch", min=lim["batch"][0], max=lim["batch"][1])
+    for axis, key in ((2, "height"), (3, "width")):
+        lo, hi = lim[key]
+        if lo != hi:
+            spec[axis] = stride * dim(key[0], min=lo // stride, max=hi // stride)
+    return (spec,)
 
 
 def export_program(model: XNet, height: int, width: int, dynamic: bool = True,
-                   device: torch.device | str = "cpu",
+                   device: torch.device | str = "cpu", graph: nn.Module | None = None,
                    ) -> tuple[torch.export.ExportedProgram, ExportResult]:
     """`torch.export` the InferenceGraph; dynamic batch/H/W if possible, else static (1,3,H,W).
 
     The trace runs at batch 2 when dynamic (a size-1 example would pin the batch to 1).
+    `graph`: an InferenceGraph-like module of `model` to trace instead (already on `device`).
     """
-    graph = InferenceGraph(model).to(device).eval()
+    graph = graph if graph is not None else InferenceGraph(model).to(device).eval()
     stride = network_stride(model)
     messages: list[str] = []
     t0 = time.perf_counter()
@@ -116,7 +133,8 @@ def export_program(model: XNet, height: int, width: int, dynamic: bool = True,
         example = torch.randn(2, 3, height, width, device=device)
         try:
             with torch.no_grad():
-                ep = torch.export.export(graph, (example,), dynamic_shapes=_dynamic_shapes(stride))
+                ep = torch.export.export(graph, (example,), dynamic_shapes=_dynamic_shapes(stride),
+                                         strict=False)
             return ep, ExportResult(None, True, time.perf_counter() - t0, messages)
         except Exception as exc:  # data-dependent shapes, guards: fall back to one size
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -127,7 +145,7 @@ def export_program(model: XNet, height: int, width: int, dynamic: bool = True,
     example = torch.randn(1, 3, height, width, device=device)
     try:
         with torch.no_grad():
-            ep = torch.export.export(graph, (example,))
+            ep = torch.export.export(graph, (example,), strict=False)
     except Exception as exc:
         raise ExportError(f"torch.export failed at {height}x{width}: {exc}") from exc
     return ep, ExportResult(None, False, time.perf_counter() - t0, messages)
@@ -175,6 +193,10 @@ def export_onnx(model: XNet, path: str | Path, height: int, width: int, dynamic:
     go to `<path>.data` next to it (an error with `single_file`). `exported`: an
     `export_program` result to convert instead of tracing again.
     """
+    from .compat import onnx_dynamo_problem
+
+    if onnx_dynamo_problem():
+        raise ExportError(onnx_dynamo_problem())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if single_file and weight_bytes > ONNX_SINGLE_FILE_LIMIT:
         raise ExportError(f"{weight_bytes / 1e9:.1f} GB of weights do not fit one ONNX file; "

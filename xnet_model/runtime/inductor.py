@@ -4,30 +4,31 @@ Compilation is lazy (the first batch of each shape pays it, tens of seconds on a
 network size is fixed (`input_size=` or the model's data.input_size) the backend warms up at
 construction, so a missing C++ compiler or an unsupported op fails there, where a fallback
 chain can still move on. Shapes are static (`dynamic=False`): after
-`torch._dynamo.config.recompile_limit` distinct shapes dynamo stops compiling and runs eager.
+`torch._dynamo.config.cache_size_limit` (named recompile_limit from torch 2.6) distinct shapes
+dynamo stops compiling and runs eager.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from ..xnet import XNet
 from .backends import (
+    AUTOCAST_DTYPES,
     Backend,
     BackendError,
     fixed_input_size,
-    graph_outputs_to_numpy,
     resolve_device,
 )
 from .export import InferenceGraph
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ..xnet import XNet
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger(__name__)
 
 
 class InductorBackend(Backend):
@@ -76,12 +77,10 @@ class InductorBackend(Backend):
         log.info("inductor compiled %s in %.1f s", shape, self.compile_seconds[shape])
         return self.compile_seconds[shape]
 
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if tuple(batch.shape) not in self.compile_seconds:
-            self.warmup(batch.shape[-2:], batch.shape[0])
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        depth, labels = self._run(x)
-        return graph_outputs_to_numpy(depth, labels, self.tasks)
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if tuple(x.shape) not in self.compile_seconds:
+            self.warmup(tuple(x.shape[-2:]), int(x.shape[0]))
+        return self._run(x)
 
     def describe(self) -> str:
         how = f"mode={self.mode}" if self.mode else ("freezing" if self.freezing else "default")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..xnet import XNet
 from .backends import (
     Backend,
     BackendError,
@@ -24,6 +24,9 @@ from .backends import (
 )
 from .engine_cache import CacheKey, EngineCache, package_version
 from .export import INPUT_NAME, ExportError, export_onnx, network_stride, read_onnx_metadata
+
+if TYPE_CHECKING:
+    from ..xnet import XNet
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ returning garbage. When every candidate fails, BackendError lists each failure.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..xnet import XNet
+from ..metadata import ModelMetadata
 from .backends import (
     Backend,
     BackendError,
@@ -32,6 +32,9 @@ from .backends import (
 )
 from .export import network_stride
 
+if TYPE_CHECKING:
+    from ..xnet import XNet
+
 log = logging.getLogger(__name__)
 
 Candidate = tuple[str, dict[str, Any]]  # (backend name, its default options)
@@ -39,13 +42,18 @@ PROBE_STRIDES = 4  # probe size in network strides when the model fixes none
 DEPTH_TOLERANCE = 1e-2  # metres above max_depth tolerated (fp16 rounding of sigmoid * max)
 
 
-def auto_candidates(device: torch.device) -> tuple[list[Candidate], list[str]]:
-    """The preference order for `device` and why candidates were left out."""
+def auto_candidates(device: torch.device, meta: ModelMetadata | None = None,
+                    input_size=None) -> tuple[list[Candidate], list[str]]:
+    """The preference order for `device` and why candidates were left out (`meta`: the
+    model's; TensorRT needs a fixed network size, it is not built per frame size)."""
     skipped: list[str] = []
     if device.type == "cuda":
         from .tensorrt_backend import unavailable_reason
 
         reason = unavailable_reason()
+        if reason is None and meta is not None and fixed_input_size(meta, input_size) is None:
+            reason = ("the model has no fixed network size (data.input_size): TensorRT "
+                      "builds an engine for one size, not per frame")
         chain: list[Candidate] = [] if reason else [("tensorrt", {"precision": "fp16"})]
         if reason:
             skipped.append(f"tensorrt: {reason}")
@@ -61,28 +69,29 @@ def auto_candidates(device: torch.device) -> tuple[list[Candidate], list[str]]:
     return chain + [("torch", {"precision": "fp32"})], skipped
 
 
-def output_problem(out: dict[str, np.ndarray], model: XNet, shape: tuple) -> str | None:
+def output_problem(out: dict[str, np.ndarray], model: XNet | ModelMetadata,
+                   shape: tuple) -> str | None:
     """What is wrong with a backend's `infer` output for a batch of `shape` (None: fine)."""
     n, _, h, w = shape
-    cfg = model.cfg
-    for key, head in (("depth", cfg.depth), ("labels", cfg.semantic)):
-        if head is None:
+    meta = model if isinstance(model, ModelMetadata) else model.meta
+    for key, task in (("depth", "depth"), ("labels", "semantic")):
+        if task not in meta.tasks:
             continue
         if key not in out:
             return f"no {key!r} output"
         if tuple(out[key].shape) != (n, h, w):
             return f"{key} has shape {tuple(out[key].shape)}, expected {(n, h, w)}"
-    if cfg.depth is not None:
+    if "depth" in meta.tasks:
         depth = out["depth"]
         if not np.isfinite(depth).all():
             return f"{int((~np.isfinite(depth)).sum())} non-finite depth values"
-        if depth.min() < 0 or depth.max() > cfg.depth.max_depth + DEPTH_TOLERANCE:
+        if depth.min() < 0 or depth.max() > meta.max_depth + DEPTH_TOLERANCE:
             return (f"depth range [{depth.min():.3g}, {depth.max():.3g}] outside "
-                    f"[0, {cfg.depth.max_depth}]")
-    if cfg.semantic is not None:
+                    f"[0, {meta.max_depth}]")
+    if "semantic" in meta.tasks:
         labels = out["labels"]
-        if labels.min() < 0 or labels.max() >= cfg.semantic.num_classes:
-            return f"labels outside [0, {cfg.semantic.num_classes})"
+        if labels.min() < 0 or labels.max() >= meta.num_classes:
+            return f"labels outside [0, {meta.num_classes})"
     return None
 
 
@@ -161,6 +170,15 @@ class FallbackBackend(Backend):
             self._advance()
             self.device = self.inner.device
 
+    def upload(self, batch: np.ndarray) -> torch.Tensor:
+        return self.inner.upload(batch)
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.run(x)
+
+    def download(self, depth: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.inner.download(depth, labels)
+
     def describe(self) -> str:
         return f"{self.inner.describe()} [{self.label}]"
 
@@ -174,7 +192,7 @@ def fallback_chain(names: list[str], model: XNet, device=None, **options) -> Fal
 def auto_backend(model: XNet, device=None, **options) -> FallbackBackend:
     """The fastest usable backend on this machine (see the module docstring for the order)."""
     dev = resolve_device(device)
-    candidates, skipped = auto_candidates(dev)
+    candidates, skipped = auto_candidates(dev, model.meta, options.get("input_size"))
     log.info("auto backend on %s: trying %s%s", dev, " -> ".join(
         f"{n} {o.get('precision', '')}".strip() for n, o in candidates),
         f" (skipped {'; '.join(skipped)})" if skipped else "")
