@@ -100,6 +100,22 @@ def test_depth_none_means_no_ground_truth(kitti_split: tuple[Path, Path, Path],
     assert "depth" not in sample and sample["meta"]["depth_path"] == ""
 
 
+def test_lines_without_ground_truth_can_be_left_out(kitti_split: tuple[Path, Path, Path],
+                                                    tmp_path: Path) -> None:
+    data_root, gt_root, full = kitti_split
+    lines = full.read_text().splitlines()
+    rgb1 = lines[1].split()[0]
+    split = write_split(tmp_path / "test.txt", [lines[0], f"{rgb1} None {KITTI_FOCAL}", lines[2]])
+    dataset = kitti_eigen(data_root, gt_root, split, require_ground_truth=True)
+    assert len(dataset) == 2 and [e.line_number for e in dataset.entries] == [1, 3]
+    assert [e.line_number for e in dataset.without_ground_truth] == [2]
+    assert all("depth" in dataset[i] for i in range(2))
+    assert len(kitti_eigen(data_root, gt_root, split)) == 3  # kept by default
+    none_only = write_split(tmp_path / "none.txt", [f"{rgb1} None {KITTI_FOCAL}"])
+    with pytest.raises(DatasetError, match="no sample with ground truth"):
+        kitti_eigen(data_root, gt_root, none_only, require_ground_truth=True)
+
+
 def test_split_errors_name_file_and_line(nyu_root: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nope.txt"
     with pytest.raises(DatasetError, match="nope.txt"):

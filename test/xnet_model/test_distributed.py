@@ -1,9 +1,11 @@
 """DDP plumbing: resumable sharded sampling, parameter digests, and a real 2-process gloo run
 launched with torch.distributed.run on the loopback interface."""
 
+import hashlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,28 @@ def test_parameter_digest_sees_any_change():
     assert parameter_digest(model) != digest
 
 
+def test_parameter_digest_is_a_pinned_value():
+    # Pinned: computed once with parameter_digest (torch 2.14.1, numpy 2) and equal to the
+    # hand-built SHA-256 below ("name:dtype:shape" then the little-endian bytes, names sorted).
+    # A torch/numpy version that changes dtype names or byte order would change it.
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(6, dtype=torch.float32).reshape(3, 2) / 8)
+        model[0].bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    model.register_buffer("count", torch.tensor([7], dtype=torch.int64))
+    pinned = "7c8c55cf43409827c92434e51fbe65b4b2913573964b019004867129cf64bb7d"
+    assert parameter_digest(model) == pinned
+    by_hand = hashlib.sha256()
+    for name, dtype, shape, raw in [
+        ("0.bias", "torch.float32", "(3,)", struct.pack("<3f", 1.0, -2.0, 0.5)),
+        ("0.weight", "torch.float32", "(3, 2)", struct.pack("<6f", *[i / 8 for i in range(6)])),
+        ("count", "torch.int64", "(1,)", struct.pack("<q", 7)),
+    ]:
+        by_hand.update(f"{name}:{dtype}:{shape}".encode())
+        by_hand.update(raw)
+    assert by_hand.hexdigest() == pinned
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -120,6 +144,58 @@ def test_two_process_gloo_training_keeps_the_replicas_identical(tmp_path):
     assert all(r["metrics"]["depth_count"] == 5 for r in evals)
     assert sorted(p.name for p in out.iterdir()) == [
         "best.pt", "last.pt", "metrics.jsonl", "model", "train_config.yaml"]
+
+
+def _run_scenario(name: str, tmp_path: Path) -> list[dict]:
+    """Run ddp_scenarios.py NAME on 2 gloo processes; each rank's result."""
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1",
+               GLOO_SOCKET_IFNAME="lo")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    script = Path(__file__).with_name("ddp_scenarios.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+           str(script), name, str(tmp_path)]
+    # ~40 s on a loaded 2-core machine; a rank left waiting in a collective would hang
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads((tmp_path / f"{name}_rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_process_resume_is_exact_per_rank_and_follows_rank_0(tmp_path):
+    ranks = _run_scenario("resume", tmp_path)
+    # per-rank seeds: at batch 1 the ranks' drop-path patterns differ (they were identical)
+    assert ranks[0]["drop_patterns"] != ranks[1]["drop_patterns"]
+    assert len(ranks[0]["drop_patterns"]) == len(ranks[1]["drop_patterns"]) > 0
+    # rank 1 saw no last.pt in its own out_dir, yet resumed where rank 0 did
+    assert [r["resumed_from"] for r in ranks] == [3, 3]
+    assert [r["resumed_step"] for r in ranks] == [6, 6]
+    # every rank's RNG state is saved and restored: the resumed run ends with the
+    # uninterrupted run's parameters, bit for bit, on both ranks
+    digests = {r[k] for r in ranks for k in ("straight_digest", "resumed_digest")}
+    assert len(digests) == 1
+    for r in ranks:  # a rank that cannot read the checkpoint stops both, with one message
+        assert "rank(s) [1] cannot read" in r["blind_error"]
+        assert "file system that every node shares" in r["blind_error"]
+
+
+@pytest.mark.slow
+def test_two_process_runs_survive_a_nan_on_one_rank_and_accumulate_gradients(tmp_path):
+    ranks = _run_scenario("robust", tmp_path)
+    # a NaN loss on rank 1 at step 2: both ranks skip that step (no hang, no divergence)
+    assert [(r["nan_step"], r["nan_skipped"], r["nan_scheduler_steps"]) for r in ranks] == [
+        (4, 1, 3), (4, 1, 3)]
+    assert ranks[0]["nan_digest"] == ranks[1]["nan_digest"]
+    records = [json.loads(line) for line in
+               (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records if r["kind"] == "train"] == [0, 1, 0, 0]
+    # 2 micro-batches a step, DDP synchronising the last one, grad checkpointing on
+    assert [r["accumulate_step"] for r in ranks] == [3, 3]
+    assert ranks[0]["accumulate_digest"] == ranks[1]["accumulate_digest"]
+    assert "encoder.body" in ranks[0]["checkpointed"]
+    # no BatchNorm: buffers are not re-broadcast every step; gradients live in DDP's buckets
+    assert ranks[0]["broadcast_buffers"] is False and ranks[0]["bucket_view"] is True
 
 
 def test_dist_context_defaults():

@@ -8,8 +8,11 @@ import torch
 
 from xnet_model import build_model
 from xnet_model.config import ConfigError
-from xnet_model.train.config import best_metric, load_train_config, parse_overrides
+from xnet_model.train.checkpoint import plan_transfer
+from xnet_model.train.config import best_metric, load_train_config, parse_overrides, validate
 from xnet_model.train.trainer import WarmupPoly, param_groups
+from xnet_model.weights import WeightsError
+from xnet_model.xnet import XNet
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "config" / "train").glob("*.yaml"))
@@ -64,6 +67,84 @@ def test_bad_values_are_rejected(override, message):
 def test_a_semantic_dataset_needs_a_semantic_head():
     with pytest.raises(ConfigError, match="semantic head"):
         load_train_config(MINIMAL, ["data.kind=ade20k", "data.root=/x"])
+
+
+@pytest.mark.parametrize("kind, extra, head", [("nyu", "semantic", "depth"),
+                                               ("kitti", "semantic", "depth"),
+                                               ("ade20k", "depth", "semantic")])
+def test_a_head_the_dataset_cannot_supervise_is_rejected(kind, extra, head):
+    # It would never train, and under DDP its unused parameters stop step 2 ("Expected to
+    # have finished reduction ..."): a config error, before any process starts.
+    over = ["model.variant=atto_x_atto_multitask", f"data.kind={kind}", "data.root=/x",
+            "data.train_split=/t.txt", "data.val_split=/v.txt"]
+    with pytest.raises(ConfigError, match=f"no ground truth for the model's {extra} head") as e:
+        load_train_config(MINIMAL, over)
+    assert f"model.{extra}=null" in str(e.value)
+    cfg = load_train_config(MINIMAL, [*over, f"model.{extra}=null"])
+    assert cfg.model_config().tasks == [head]
+    assert load_train_config(MINIMAL, ["model=atto_x_atto_multitask"]).model_config().tasks == [
+        "depth", "semantic"]  # synthetic scenes supervise both
+
+
+def test_eval_validation_allows_a_head_the_dataset_does_not_score():
+    cfg = load_train_config(MINIMAL, ["data.kind=nyu", "data.root=/x",
+                                      "data.train_split=/t.txt", "data.val_split=/v.txt"])
+    cfg.model = {"variant": "atto_x_atto_multitask"}
+    validate(cfg, training=False)
+    with pytest.raises(ConfigError, match="semantic head"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.accumulate=0", "accumulate >= 1"),
+    ("optim.max_skipped_steps=-1", "max_skipped_steps >= 0"),
+    ("model.grad_checkpointing=maybe", "model.grad_checkpointing must be true or false"),
+    ("performance.fused_adamw=fast", "performance.fused_adamw"),
+    ("performance.compile_option={}", "performance.compile_option"),
+])
+def test_bad_cluster_options_are_rejected(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(MINIMAL, [override])
+
+
+def test_cluster_options_load_and_grad_checkpointing_is_not_a_model_field():
+    cfg = load_train_config(MINIMAL, ["optim.accumulate=4", "model.grad_checkpointing=true",
+                                      "performance.channels_last=true",
+                                      "performance.compile_options={mode: max-autotune}"])
+    assert cfg.optim.accumulate == 4 and cfg.grad_checkpointing is True
+    assert cfg.performance.channels_last and cfg.performance.compile_options == {
+        "mode": "max-autotune"}
+    assert "grad_checkpointing" not in cfg.model_config().to_dict()  # not saved with the model
+    defaults = load_train_config(MINIMAL)
+    assert (defaults.grad_checkpointing, defaults.optim.accumulate) == (False, 1)
+    p = defaults.performance
+    assert (p.cudnn_benchmark, p.tf32, p.channels_last, p.fused_adamw, p.compile) == (
+        True, True, False, None, False)
+    assert defaults.data.persistent_workers is True
+
+
+def _meta_state(config: str, *over: str) -> dict:
+    """A shipped config's model state dict, built on the meta device (no weights, no hub)."""
+    cfg = load_train_config(REPO / "config" / "train" / config, list(over))
+    model = cfg.model_config()
+    model.encoder.pretrained = model.decoder.pretrained = False
+    with torch.device("meta"):
+        return XNet(model).state_dict()
+
+
+def test_the_documented_init_from_example_transfers_every_backbone_tensor():
+    # docs/training.md: NYU Swin-L x ConvNeXtV2-T depth -> ADE20K with the same pair. The old
+    # example (-> Swin-L x ConvNeXt-L) left 372 of its 703 tensors without a source.
+    example = load_train_config(REPO / "config/train/ade20k_swinl_x_convnextv2t_from_nyu.yaml")
+    assert example.init_from == "runs/nyu_swinl_x_convnextv2t/model"
+    nyu = _meta_state("nyu_swinl_x_convnextv2t.yaml")
+    report, _ = plan_transfer(_meta_state("ade20k_swinl_x_convnextv2t_from_nyu.yaml"), nyu,
+                              "nyu")
+    assert (len(report.transferred), report.reinitialised) == (
+        557, ["heads.semantic.bias", "heads.semantic.weight"])
+    assert report.skipped == ["heads.depth.bias", "heads.depth.weight"]
+    with pytest.raises(WeightsError, match="372 tensors"):
+        plan_transfer(_meta_state("ade20k_swinl_x_convnextl.yaml"), nyu, "nyu")
 
 
 def test_base_files_are_merged_under_the_including_file(tmp_path):

@@ -413,13 +413,65 @@ def test_eval_cli_on_the_ade20k_fixture_matches_a_hand_computed_miou(tmp_path, f
     assert len(doc["metrics"]["IoU"]) == 150 and doc["dataset"] == "ade20k"
 
 
+def test_eval_cli_skips_and_counts_kitti_lines_without_ground_truth(tmp_path, fixtures_dir):
+    # BTS's eigen_test_files_with_gt.txt has lines whose depth is 'None'; one here, between
+    # two frames with (velodyne) ground truth, and a batch of 2 across it
+    import cv2
+
+    from xnet_model.data.datasets import kitti_eigen
+
+    root = fixtures_dir / "kitti" / "KITTI_tiny"
+    drive = "2011_09_26_drive_0023_sync"
+    lines = [f"2011_09_26/{drive}/image_02/data/000000000{i}.png "
+             + ("None" if i == 1 else f"{drive}/proj_depth/velodyne_raw/image_02/000000000{i}.png")
+             + " 721.5377" for i in range(3)]
+    split = tmp_path / "eigen_test_files_with_gt.txt"
+    split.write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    spec = {**TINY_MODEL, "semantic": None, "depth": {"max_depth": 80.0},
+            "data": {"input_size": [64, 224]}}
+    model = build_model(spec).eval()
+    model.save(tmp_path / "m")
+    config = tmp_path / "kitti.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": spec, "optim": {"max_steps": 1}, "data": {
+            "kind": "kitti", "root": str(root), "gt_root": str(root / "2011_09_26"),
+            "train_split": str(split), "val_split": str(split), "val_batch_size": 2,
+            "workers": 0}}))
+    assert eval_main(["--model", str(tmp_path / "m"), "--config", str(config),
+                      "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "m" / "eval.json").read_text())
+    assert doc["samples_without_ground_truth"] == 1 and doc["metrics"]["depth_count"] == 2
+    # by hand on frames 0 and 2: resize to 64x224, predict, back to 352x1216, Garg crop, 80 m
+    depth = DepthMetricAccumulator(min_depth=1e-3, max_depth=80.0, crop="garg")
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for i in (0, 2):
+        sample = kitti_eigen(root, root / "2011_09_26", split)[i]
+        image = cv2.resize(sample["image"], (224, 64), interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(((image / 255.0 - mean) / std).transpose(2, 0, 1)).float()
+        with torch.no_grad():
+            pred = torch.nn.functional.interpolate(model(x[None])["depth"], size=(352, 1216),
+                                                   mode="bilinear", align_corners=False)
+        depth.update(pred, sample["depth"])
+    expected = depth.compute()
+    for key in ("abs_rel", "rmse", "d1"):
+        assert doc["metrics"][key] == pytest.approx(expected[key], rel=1e-4), key
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_steps_update_the_weights(tmp_path, precision):
     cfg = load_train_config(tiny_config(tmp_path, precision=precision, eval={"interval": 0},
                                         optim={"max_steps": 2}, checkpoint_interval=0))
     trainer = Trainer(cfg)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    dtypes = {}  # what a conv / linear layer actually computed in, recorded by forward hooks
+    for name in ("encoder.body.stem_0", "rs_mix.fc1", "heads.depth"):
+        trainer.model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: dtypes.setdefault(name, set()).add(o.dtype))
     trainer.fit(stop_at=2)
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert dtypes == {name: {expected} for name in ("encoder.body.stem_0", "rs_mix.fc1",
+                                                    "heads.depth")}
     assert trainer.scaler.is_enabled() == (precision == "fp16")
     after = trainer.model.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())

@@ -81,13 +81,15 @@ class DepthSplitDataset(Dataset):
     `max_depth` set to 0. `kb_crop` applies the KITTI benchmark crop before `transform`.
     `eval_crop` records the metric crop ('garg', 'eigen_nyu', ...) for evaluation code.
     Missing files raise DatasetError naming the split file and line: lazily in __getitem__,
-    or for every line at once with `validate()`.
+    or for every line at once with `validate()`. With `require_ground_truth`, 'None' lines
+    (BTS's KITTI `eigen_test_files_with_gt.txt` has frames without annotated depth) are left
+    out of the samples and listed in `without_ground_truth` instead, for training and scoring.
     """
 
     def __init__(self, data_root: str | Path, gt_root: str | Path | None,
                  split_file: str | Path, depth_scale: float, max_depth: float,
                  transform: Transform | None = None, kb_crop: bool = False,
-                 eval_crop: str | None = None) -> None:
+                 eval_crop: str | None = None, require_ground_truth: bool = False) -> None:
         self.data_root = Path(data_root)
         self.gt_root = Path(gt_root) if gt_root is not None else self.data_root
         self.split_file = Path(split_file)
@@ -96,7 +98,15 @@ class DepthSplitDataset(Dataset):
         self.transform = transform
         self.kb_crop = kb_crop
         self.eval_crop = eval_crop
-        self.entries = self._parse_split()
+        entries = self._parse_split()
+        self.without_ground_truth: list[SplitEntry] = []
+        if require_ground_truth:
+            self.without_ground_truth = [e for e in entries if e.depth_path is None]
+            entries = [e for e in entries if e.depth_path is not None]
+            if not entries:
+                raise DatasetError(f"split file {self.split_file} lists no sample with ground "
+                                   f"truth ({len(self.without_ground_truth)} 'None' lines)")
+        self.entries = entries
 
     def _where(self, entry: SplitEntry) -> str:
         return f"{self.split_file}, line {entry.line_number}"
@@ -172,18 +182,22 @@ class DepthSplitDataset(Dataset):
 
 
 def nyu_depth(data_root: str | Path, gt_root: str | Path | None, split_file: str | Path,
-              transform: Transform | None = None, max_depth: float = 10.0) -> DepthSplitDataset:
+              transform: Transform | None = None, max_depth: float = 10.0,
+              require_ground_truth: bool = False) -> DepthSplitDataset:
     """NYU-Depth-V2 (BTS 'sync' layout): depth / 1000, max 10 m, Eigen crop for evaluation."""
     return DepthSplitDataset(data_root, gt_root, split_file, NYU_DEPTH_SCALE, max_depth,
-                             transform, kb_crop=False, eval_crop="eigen_nyu")
+                             transform, kb_crop=False, eval_crop="eigen_nyu",
+                             require_ground_truth=require_ground_truth)
 
 
 def kitti_eigen(data_root: str | Path, gt_root: str | Path, split_file: str | Path,
                 transform: Transform | None = None, max_depth: float = 80.0,
-                kb_crop: bool = True, eval_crop: str = "garg") -> DepthSplitDataset:
+                kb_crop: bool = True, eval_crop: str = "garg",
+                require_ground_truth: bool = False) -> DepthSplitDataset:
     """KITTI Eigen split: depth / 256, max 80 m, KB crop on load, Garg crop for evaluation."""
     return DepthSplitDataset(data_root, gt_root, split_file, KITTI_DEPTH_SCALE, max_depth,
-                             transform, kb_crop=kb_crop, eval_crop=eval_crop)
+                             transform, kb_crop=kb_crop, eval_crop=eval_crop,
+                             require_ground_truth=require_ground_truth)
 
 
 class _ImageLabelFolder(Dataset):

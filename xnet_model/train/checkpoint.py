@@ -2,7 +2,9 @@
 
 A checkpoint is a torch file of plain containers and tensors (loadable with
 `weights_only=True`): model, optimizer, scheduler, scaler, step, epoch, best metric, RNG states
-(python, numpy, torch, cuda), the training config and the resolved model config.
+(python, numpy, torch, cuda; one set per rank), the training config and the resolved model
+config. Loading memory-maps the file (`mmap=True`): a rank reads the tensors it copies instead of
+holding a second full copy of a multi-GB checkpoint in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 from torch import nn
 
 from ..weights import WeightsError, read_checkpoint
-from ..xnet import WEIGHTS_FILE
+from ..xnet import WEIGHTS_FILE, XNet
+from .distributed import DistContext, all_gather_objects, broadcast_object
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # a legacy (non-zip) file cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "step" not in ckpt:
@@ -82,10 +90,74 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def model_from_checkpoint(path: str | Path) -> tuple[XNet, dict[str, Any]]:
+    """An XNet (cpu, eval mode) with the weights of a training checkpoint, and the checkpoint."""
+    from ..config import resolve
+
+    state = load_checkpoint(path)
+    cfg = resolve(state["model_config"])
+    cfg.encoder.pretrained = False
+    cfg.decoder.pretrained = False
+    model = XNet(cfg)
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+# ---- resume ----------------------------------------------------------------------------------
+
+
+def resume_path(resume: bool | str | None, out_dir: Path) -> Path | None:
+    """The checkpoint `resume` names: True = <out_dir>/last.pt if it exists (else None, a fresh
+    start), a folder = its last.pt, or a file; FileNotFoundError when a named one is missing."""
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        path = out_dir / LAST
+        if not path.is_file():
+            log.info("resume: no %s yet, starting from step 0", path)
+            return None
+        return path
+    path = Path(resume)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: checkpoint not found: {path}")
+    return path
+
+
+def agreed_resume_path(resume: bool | str | None, out_dir: Path,
+                       ctx: DistContext) -> Path | None:
+    """`resume_path` as rank 0 sees it, on every rank. A rank deciding alone from what its
+    node's file system shows could start from step 0 while the others resume; a rank that
+    cannot read rank 0's checkpoint stops every rank (not only itself, leaving the others
+    waiting in a collective)."""
+    decision: tuple[str, str | None] = ("ok", None)
+    if ctx.is_main:
+        try:
+            path = resume_path(resume, out_dir)
+            decision = ("ok", None if path is None else str(path))
+        except FileNotFoundError as exc:
+            decision = ("error", str(exc))
+    kind, value = broadcast_object(decision, ctx)
+    if kind == "error":
+        raise FileNotFoundError(value)
+    path = None if value is None else Path(value)
+    if path is not None and ctx.distributed:
+        readable = all_gather_objects(path.is_file(), ctx)
+        blind = [rank for rank, ok in enumerate(readable) if not ok]
+        if blind:
+            raise FileNotFoundError(
+                f"resume: rank 0 resumes from {path}, which rank(s) {blind} cannot read: "
+                "out_dir must be on a file system that every node shares")
+    return path
+
+
 # ---- RNG states ------------------------------------------------------------------------------
 
 
-def capture_rng() -> dict[str, Any]:
+def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states; with a CUDA `device`, that device's generator (each rank
+    saves its own, see Trainer.save)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -93,19 +165,23 @@ def capture_rng() -> dict[str, Any]:
                   "has_gauss": has_gauss, "cached_gaussian": cached},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda_device" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+    elif "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
@@ -165,8 +241,15 @@ def transfer_weights(model: nn.Module, source: str | Path) -> TransferReport:
     initialised (depth pre-training -> semantic fine-tuning). A non-head tensor that is missing
     or mis-shaped means another architecture: WeightsError naming it."""
     state = read_source_state(source)
-    target = model.state_dict()
-    report = TransferReport(str(source))
+    report, to_load = plan_transfer(model.state_dict(), state, str(source))
+    model.load_state_dict(to_load, strict=False)
+    return report
+
+
+def plan_transfer(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                  source: str) -> tuple[TransferReport, dict[str, torch.Tensor]]:
+    """What `transfer_weights` copies (by name and shape only: works on meta tensors too)."""
+    report = TransferReport(source)
     bad = []
     to_load = {}
     for key, tensor in target.items():
@@ -184,5 +267,4 @@ def transfer_weights(model: nn.Module, source: str | Path) -> TransferReport:
                            f"{len(bad)} tensors, e.g. {', '.join(bad[:8])}")
     report.reinitialised.sort()
     report.skipped = sorted(k for k in state if k not in target or k in report.reinitialised)
-    model.load_state_dict(to_load, strict=False)
-    return report
+    return report, to_load

@@ -122,7 +122,7 @@ def eval_main(argv: list[str]) -> int:
         cfg = load_train_config(args.config, parse_overrides(args.overrides))
         model = _load_any(model_path)
         cfg.model = model.cfg.to_dict()  # the dataset of the config, the model of the file
-        validate(cfg)
+        validate(cfg, training=False)  # a head the dataset does not score is simply not scored
     except (ConfigError, WeightsError) as exc:
         print(f"xnet eval: {exc}", file=sys.stderr)
         return 2
@@ -134,6 +134,9 @@ def eval_main(argv: list[str]) -> int:
 
     try:
         metrics, spec, header = _run_eval(cfg, model, args, model_path)
+    except FileNotFoundError as exc:  # DatasetError: a missing split file, image, ...
+        print(f"xnet eval: {exc}", file=sys.stderr)
+        return 1
     finally:
         cleanup()
     if metrics is None:  # not rank 0
@@ -163,7 +166,8 @@ def _run_eval(cfg, model, args, model_path: Path):
     import torch
     from torch.utils.data import DataLoader
 
-    from .data import eval_spec, val_dataset
+    from . import hardware as hw
+    from .data import eval_spec, samples_without_ground_truth, val_dataset
     from .distributed import ShardSampler, init_distributed
     from .evaluate import evaluate
     from .trainer import AUTOCAST_DTYPES
@@ -171,18 +175,27 @@ def _run_eval(cfg, model, args, model_path: Path):
     ctx = init_distributed(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    capability, name = hw.device_properties(ctx.device)
+    if ctx.device.type == "cuda":
+        perf = cfg.performance
+        hw.apply_cuda_settings(hw.cuda_settings("cuda", capability, perf.cudnn_benchmark,
+                                                perf.tf32))
+    advice = hw.precision_advice(cfg.precision, ctx.device.type, capability, name)
+    if advice and ctx.is_main:
+        log.warning(advice)
     model = model.to(ctx.device).eval()
     spec = eval_spec(cfg, model.cfg)
     dataset = val_dataset(cfg, model.cfg)
+    hw.prepare_loader_workers(cfg.data.workers)
     loader = DataLoader(dataset, batch_size=cfg.data.val_batch_size,
                         sampler=ShardSampler(len(dataset), ctx.world_size, ctx.rank),
-                        num_workers=cfg.data.workers)
+                        **hw.loader_options(ctx.device.type, cfg.data.workers, False))
     dtype = AUTOCAST_DTYPES.get(cfg.precision)
     autocast = (torch.autocast(ctx.device.type, dtype=dtype) if dtype
                 else contextlib.nullcontext())
     progress = not args.no_progress and ctx.is_main and sys.stderr.isatty()
     metrics = evaluate(model, loader, spec, ctx, input_size=model.cfg.data.input_size,
-                       stride=max(model.encoder.strides), flip_tta=cfg.eval.flip_tta,
+                       stride=model.size_multiple, flip_tta=cfg.eval.flip_tta,
                        autocast=autocast, max_batches=cfg.eval.max_batches, progress=progress)
     if not ctx.is_main:
         return None, spec, {}
@@ -195,5 +208,7 @@ def _run_eval(cfg, model, args, model_path: Path):
         "input_size": model.cfg.data.input_size, "crop": spec.crop,
         "max_depth": spec.max_depth if "depth" in spec.tasks else None,
         "flip_tta": cfg.eval.flip_tta, "precision": cfg.precision,
+        # split lines whose ground truth is 'None' (BTS KITTI test split): not scored
+        "samples_without_ground_truth": samples_without_ground_truth(dataset),
     }
     return metrics, spec, header

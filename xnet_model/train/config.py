@@ -19,6 +19,8 @@ from ..config import ABLATION_ROWS, ConfigError, ModelConfig, deep_merge, load_m
 
 SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 DATASET_KINDS = ("synthetic", "nyu", "kitti", "ade20k", "cityscapes")
+SUPERVISED_TASKS = {"synthetic": ("depth", "semantic"), "nyu": ("depth",), "kitti": ("depth",),
+                    "ade20k": ("semantic",), "cityscapes": ("semantic",)}
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 EXPORT_SOURCES = ("best", "last")
@@ -52,9 +54,10 @@ class DataConfig:
     rotation_degrees: float = 2.5  # depth / multitask random rotation
     max_depth: float | None = None  # ground truth cap (m); None = the model's depth max_depth
     eval_crop: str | None = None  # None = the dataset's standard crop; 'none' = whole image
-    batch_size: int = 8  # per process
+    batch_size: int = 8  # per process and micro-batch (see optim.accumulate)
     val_batch_size: int = 1
     workers: int = 4
+    persistent_workers: bool = True  # keep the loader processes between epochs/evaluations
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -71,6 +74,12 @@ class OptimConfig:
     max_steps: int | None = None  # exactly one of max_steps / epochs
     epochs: int | None = None
     grad_clip: float | None = 1.0  # max global gradient norm; None = off
+    # Micro-batches per optimizer step: global batch = batch_size x processes x accumulate.
+    # A step (max_steps, schedule, logs, checkpoints) is one optimizer step.
+    accumulate: int = 1
+    # A step whose loss is not finite on any rank (or whose fp16 gradients overflow) is skipped
+    # on every rank; this many skipped steps in a row stop the run.
+    max_skipped_steps: int = 25
 
 
 @dataclass
@@ -97,17 +106,31 @@ class ExportConfig:
 
 
 @dataclass
+class PerformanceConfig:
+    """Speed options. The CUDA ones do nothing on a CPU (see hardware.cuda_settings)."""
+
+    cudnn_benchmark: bool = True  # let cuDNN time its kernels for the (fixed) crop size
+    tf32: bool = True  # TF32 tensor cores for fp32 matmuls/convolutions (Ampere and newer)
+    channels_last: bool = False  # NHWC memory format for the model and its input batches
+    fused_adamw: bool | None = None  # None = fused on CUDA, the for-each kernel elsewhere
+    compile: bool = False  # torch.compile the model for training
+    compile_options: dict[str, Any] = field(default_factory=dict)  # torch.compile kwargs
+
+
+@dataclass
 class TrainConfig:
     # A model spec for `xnet_model.config.resolve`: a variant name or a mapping that may name
-    # `variant:` and `ablation:` and override any ModelConfig field.
+    # `variant:` and `ablation:` and override any ModelConfig field, plus the training-only
+    # `grad_checkpointing: true` (recompute activations in backward: less memory, ~30% slower).
     model: dict[str, Any] = field(default_factory=lambda: {"variant": "atto_x_atto"})
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    seed: int = 0
+    seed: int = 0  # rank r > 0 re-seeds its RNGs with hardware.process_seed(seed, r)
     out_dir: str = "runs/xnet"
     init_from: str | None = None  # checkpoint (.pt) or saved model dir: transfer E, D, PFP, RS
     resume: bool | str = False  # true = <out_dir>/last.pt when it exists; or a checkpoint path
@@ -123,12 +146,17 @@ class TrainConfig:
         the decoder's kind and init even where the file pre-trains the decoder for the other
         rows (`rev` and `fpn` are random-init by definition)."""
         spec = dict(self.model)
+        spec.pop("grad_checkpointing", None)  # a training option, not part of the model
         row = spec.pop("ablation", None)
         if row is not None:
             if row not in ABLATION_ROWS:
                 raise ConfigError(f"ablation: unknown row {row!r}; known: {sorted(ABLATION_ROWS)}")
             spec = deep_merge(spec, ABLATION_ROWS[row])
         return resolve(spec)
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(self.model.get("grad_checkpointing", False))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,7 +282,25 @@ def load_train_config(source: str | Path | dict[str, Any] | None = None,
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
+def _check_supervision(kind: str, model: ModelConfig) -> None:
+    """Every head must get a loss: a head the data cannot supervise never trains, and under
+    DDP its parameters, which get no gradient, fail the second step ("Expected to have
+    finished reduction ...")."""
+    supervised = SUPERVISED_TASKS[kind]
+    unsupervised = [t for t in model.tasks if t not in supervised]
+    if unsupervised:
+        if not set(model.tasks) & set(supervised):
+            raise ConfigError(f"data.kind {kind} has {' and '.join(supervised)} ground truth "
+                              f"only: the model needs a {supervised[0]} head")
+        remove = ", ".join(f"model.{t}=null" for t in unsupervised)
+        raise ConfigError(
+            f"data.kind {kind} has no ground truth for the model's {' and '.join(unsupervised)} "
+            f"head: it would never train (and DDP stops at its unused parameters); remove it "
+            f"({remove}) or train it on a dataset that supervises it")
+
+
+def validate(cfg: TrainConfig, training: bool = True) -> None:
+    """Check the values. `training=False` (xnet eval) allows heads the data does not score."""
     try:
         model = cfg.model_config()
     except ConfigError as exc:  # resolve's messages start with the key path inside the model
@@ -272,6 +318,10 @@ def validate(cfg: TrainConfig) -> None:
                           "0 <= min_lr_ratio <= 1")
     if o.grad_clip is not None and o.grad_clip <= 0:
         raise ConfigError("optim.grad_clip must be > 0 or null")
+    if o.accumulate < 1 or o.max_skipped_steps < 0:
+        raise ConfigError("optim: need accumulate >= 1 and max_skipped_steps >= 0")
+    if not isinstance(cfg.model.get("grad_checkpointing", False), bool):
+        raise ConfigError("model.grad_checkpointing must be true or false")
     if len(o.betas) != 2:
         raise ConfigError("optim.betas must have 2 values")
     for name in ("batch_size", "val_batch_size"):
@@ -289,11 +339,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.root: the {d.kind} dataset needs its root folder")
     if d.kind in ("nyu", "kitti") and (d.train_split is None or d.val_split is None):
         raise ConfigError(f"data.train_split / data.val_split: {d.kind} needs BTS split files")
-    if d.kind in ("nyu", "kitti") and model.depth is None:
-        raise ConfigError(f"data.kind {d.kind} has depth ground truth only: the model needs "
-                          "a depth head")
-    if d.kind in ("ade20k", "cityscapes") and model.semantic is None:
-        raise ConfigError(f"data.kind {d.kind} has labels only: the model needs a semantic head")
+    if training:
+        _check_supervision(d.kind, model)
     unknown = sorted(set(cfg.loss.weights) - {"depth", "semantic"})
     if unknown:
         raise ConfigError(f"loss.weights: unknown task(s) {unknown}; known: depth, semantic")

@@ -85,14 +85,23 @@ def _raw_dataset(cfg: TrainConfig, model: ModelConfig, train: bool) -> Dataset:
     split = d.train_split if train else d.val_split
     root = d.root if train else (d.val_root or d.root)
     gt_root = d.gt_root if train else (d.val_gt_root or d.val_root or d.gt_root)
+    # split lines without ground truth ('None') can be neither trained on nor scored
     if d.kind == "nyu":
-        return public.nyu_depth(root, gt_root, split, None, max_depth)
+        return public.nyu_depth(root, gt_root, split, None, max_depth, require_ground_truth=True)
     if d.kind == "kitti":
-        return public.kitti_eigen(root, gt_root or root, split, None, max_depth)
+        return public.kitti_eigen(root, gt_root or root, split, None, max_depth,
+                                  require_ground_truth=True)
     split = split or DEFAULT_SPLITS[d.kind][0 if train else 1]
     if d.kind == "ade20k":
         return public.ADE20KDataset(root, split)
     return public.CityscapesDataset(root, split)
+
+
+def samples_without_ground_truth(dataset: Dataset) -> int:
+    """How many split lines a (wrapped) depth split dataset left out for having no ground
+    truth; 0 for every other dataset."""
+    base = getattr(dataset, "base", dataset)
+    return len(getattr(base, "without_ground_truth", ()))
 
 
 def eval_max_depth(cfg: TrainConfig, model: ModelConfig) -> float:

@@ -48,6 +48,10 @@ def choose_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+def process_group_backend(device_type: str) -> str:
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (MASTER_ADDR / MASTER_PORT for the
     rendezvous) and join the process group: NCCL on CUDA, gloo on CPU."""
@@ -58,7 +62,7 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = process_group_backend(device.type)
         dist.init_process_group(backend, init_method="env://", rank=rank,
                                 world_size=world_size, timeout=timedelta(minutes=30))
         log.info("rank %d/%d joined the %s process group on %s", rank, world_size, backend,
@@ -95,6 +99,25 @@ def all_gather_objects(obj, ctx: DistContext) -> list:
     out = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj, ctx: DistContext):
+    """Rank 0's `obj` on every rank (picklable objects)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool | torch.Tensor, ctx: DistContext) -> bool:
+    """True on every rank when `flag` is true on at least one: a decision all ranks share, so
+    none of them waits alone in a collective the others skipped."""
+    if not ctx.distributed:
+        return bool(flag)
+    t = torch.as_tensor(flag, dtype=torch.float32, device=ctx.device).reshape(1).clone()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 class ResumableSampler(DistributedSampler):
