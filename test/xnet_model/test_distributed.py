@@ -22,6 +22,7 @@ from xnet_model.train.distributed import (
     ResumableSampler,
     ShardSampler,
     all_reduce_mean,
+    cleanup,
     init_distributed,
     parameter_digest,
 )
@@ -59,7 +60,7 @@ def test_eval_shards_never_pad():
 
 
 def test_single_process_context_needs_no_process_group(monkeypatch):
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
     ctx = init_distributed("cpu")
     assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
@@ -196,6 +197,22 @@ def test_two_process_runs_survive_a_nan_on_one_rank_and_accumulate_gradients(tmp
     assert "encoder.body" in ranks[0]["checkpointed"]
     # no BatchNorm: buffers are not re-broadcast every step; gradients live in DDP's buckets
     assert ranks[0]["broadcast_buffers"] is False and ranks[0]["bucket_view"] is True
+
+
+def test_one_process_torchrun_joins_the_process_group(monkeypatch):
+    """`torchrun --nproc_per_node=1` (the GPU check's NCCL run) goes through the DDP path."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    try:
+        ctx = init_distributed("cpu")
+        assert (ctx.world_size, ctx.process_group, ctx.distributed) == (1, True, True)
+        assert torch.distributed.get_backend() == "gloo"
+        assert all_reduce_mean({"a": 2.0}, ctx) == {"a": 2.0}
+    finally:
+        cleanup()
 
 
 def test_dist_context_defaults():

@@ -30,6 +30,8 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    # joined a process group although alone (a one-process torchrun): DDP and collectives run
+    process_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -37,7 +39,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.process_group
 
 
 def choose_device(preference: str, local_rank: int) -> torch.device:
@@ -54,12 +56,16 @@ def process_group_backend(device_type: str) -> str:
 
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (MASTER_ADDR / MASTER_PORT for the
-    rendezvous) and join the process group: NCCL on CUDA, gloo on CPU."""
+    rendezvous) and join the process group: NCCL on CUDA, gloo on CPU. Under torchrun the group
+    is joined even by a single process, so `torchrun --nproc_per_node=1` exercises the same
+    DDP/NCCL path as a multi-GPU run."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     device = choose_device(device_preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    joined = False
+    if (world_size > 1 or under_torchrun) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = process_group_backend(device.type)
@@ -67,7 +73,8 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
                                 world_size=world_size, timeout=timedelta(minutes=30))
         log.info("rank %d/%d joined the %s process group on %s", rank, world_size, backend,
                  device)
-    return DistContext(rank, world_size, local_rank, device)
+        joined = True
+    return DistContext(rank, world_size, local_rank, device, process_group=joined)
 
 
 def cleanup() -> None:
