@@ -2,13 +2,17 @@
 
     ros2 launch xnet_ros xnet.launch.py image_topic:=/camera/image_raw \\
         camera_info_topic:=/camera/camera_info namespace:=front use_rviz:=true
+    ros2 launch xnet_ros xnet.launch.py cameras:=front,left \\
+        image_topic:=/{camera}/image_raw camera_info_topic:=/{camera}/camera_info
 
 Arguments (`--show-args`; xnet_ros/launch_config.py holds them and all the wiring):
   params_file        parameter YAML (default: share/xnet_ros/config/xnet.yaml); missing = error
   model              model directory; overrides the file's `model` when non-empty
   namespace          namespace of the node and its topics
-  image_topic        input image topic (`image/compressed` follows it with /compressed)
-  camera_info_topic  input camera_info topic
+  cameras            camera names, e.g. front,left: one node for all (topics <camera>/...)
+  image_topic        input image topic (`image/compressed` follows it with /compressed); with
+                     cameras, {camera} is replaced by each name, e.g. /{camera}/image_raw
+  camera_info_topic  input camera_info topic (with cameras: as image_topic)
   use_rviz           start rviz2 with config/xnet.rviz (skipped with a warning without rviz2)
   log_level          node log level
 

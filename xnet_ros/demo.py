@@ -98,7 +98,7 @@ def run_demo(out: Path, frames: int = 30, rate: float = 10.0, width: int = 640,
         xnet = XnetNode(context=ctx, parameter_overrides=[
             Parameter("model", value=str(model_dir)), Parameter("log_period", value=0.0)])
         nodes.append(xnet)
-        if xnet.lifecycle_state != "active":
+        if not xnet.autostart():  # configure (model) + activate, as xnet_ros.main does
             raise RuntimeError(f"xnet_node did not start: {xnet.diagnostic_status().message}")
         result.timings["model_load_s"] = time.perf_counter() - t0
         result.backend = xnet.diagnostic_status().hardware_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .cameras import camera_label
 from .params import ALL_OUTPUTS
 from .worker import TIMING_KEYS, WorkerSnapshot
 
@@ -89,7 +90,9 @@ def summary_line(s: WorkerSnapshot) -> str:
             f"dropped {s.dropped} skipped {s.skipped} failed {s.failed}")
 
 
-def frame_error_message(compressed: bool, failed: int, error: BaseException) -> str:
-    """The log line for a frame that failed; `failed` counts it already."""
+def frame_error_message(compressed: bool, failed: int, error: BaseException,
+                        camera: str = "") -> str:
+    """The log line for a frame that failed; `failed` (of its camera) counts it already."""
     kind = "compressed image" if compressed else "image"
-    return f"{kind} skipped ({failed} failed so far): {type(error).__name__}: {error}"
+    where = f"{camera_label(camera)}: " if camera else ""
+    return f"{where}{kind} skipped ({failed} failed so far): {type(error).__name__}: {error}"

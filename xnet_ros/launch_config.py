@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .cameras import camera_name_problems, camera_topic
 from .params import (
     ALL_OUTPUTS,
     COLOR,
@@ -56,10 +57,16 @@ LAUNCH_ARGS = (
     LaunchArg("model", "", "Model directory; overrides the params file's `model` when "
                            "non-empty (empty = keep it; '' there = the packaged demo model)"),
     LaunchArg("namespace", "", "Namespace of the node and all its topics"),
+    LaunchArg("cameras", "", "Comma-separated camera names (e.g. front,left): one node, one "
+                             "model for all, topics <camera>/image, <camera>/depth, ...; empty "
+                             "= one camera, topics without prefix"),
     LaunchArg("image_topic", INPUT_IMAGE, "Input image topic (remap of `image`; "
-                                          "`image/compressed` follows it)"),
+                                          "`image/compressed` follows it). With cameras: "
+                                          "per camera, {camera} is replaced by its name and "
+                                          "a relative name is taken inside <camera>/"),
     LaunchArg("camera_info_topic", INPUT_CAMERA_INFO, "Input camera_info topic (remap of "
-                                                      "`camera_info`)"),
+                                                      "`camera_info`; with cameras as "
+                                                      "image_topic)"),
     LaunchArg("use_rviz", "false", f"Start rviz2 with {CONFIG_DIR}/{RVIZ_FILE} (skipped with a "
                                    "warning when rviz2 is not installed)"),
     LaunchArg("log_level", "info", "Node log level (debug, info, warn, error)"),
@@ -89,22 +96,52 @@ def is_true(value: str) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
-def node_remappings(image_topic: str, camera_info_topic: str) -> list[tuple[str, str]]:
-    """Remap rules for the node; identity rules are left out."""
+def parse_cameras(value: str) -> list[str]:
+    """The `cameras` launch argument ('front,left') as names; LaunchConfigError if invalid."""
+    names = [n.strip().strip("/") for n in str(value).split(",") if n.strip().strip("/")]
+    problems = camera_name_problems(names)
+    if problems:
+        raise LaunchConfigError(f"cameras:={value}: {'; '.join(problems)}")
+    return names
+
+
+def _camera_target(value: str, camera: str, arg: str, many: bool) -> str:
+    """Where `value` (image_topic or camera_info_topic) points for one camera."""
+    if "{camera}" in value:
+        return value.replace("{camera}", camera)
+    if not value.startswith("/"):
+        return camera_topic(camera, value)
+    if many:
+        raise LaunchConfigError(f"{arg}:={value} would give every camera the same topic; "
+                                f"use {{camera}} in it (e.g. {arg}:=/{{camera}}/image_raw) or a "
+                                "relative name")
+    return value
+
+
+def node_remappings(image_topic: str, camera_info_topic: str,
+                    cameras: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Remap rules for the node (per camera, with `cameras`); identity rules are left out."""
     values = {"image_topic": image_topic, "camera_info_topic": camera_info_topic}
     rules = []
-    for topic, arg, suffix in REMAPS:
-        target = values[arg].rstrip("/") + suffix
-        if target and target != topic:
-            rules.append((topic, target))
+    for camera in cameras or [""]:
+        for topic, arg, suffix in REMAPS:
+            value = values[arg].rstrip("/")
+            if camera:
+                value = _camera_target(value, camera, arg, len(cameras) > 1)
+            target = value + suffix if value else ""
+            if target and target != camera_topic(camera, topic):
+                rules.append((camera_topic(camera, topic), target))
     return rules
 
 
-def node_parameters(params_file: str, model: str) -> list:
-    """The node's `parameters=`: the YAML file, then `model` only if given (it wins)."""
+def node_parameters(params_file: str, model: str, cameras: list[str] | None = None) -> list:
+    """The node's `parameters=`: the YAML file, then `model` and `cameras` only if given (they
+    win)."""
     params: list = [params_file]
     if model:
         params.append({"model": model})
+    if cameras:
+        params.append({"cameras": list(cameras)})
     return params
 
 
@@ -113,12 +150,13 @@ def _absolute(namespace: str, topic: str) -> str:
     return f"/{ns}/{topic}" if ns else f"/{topic}"
 
 
-def rviz_remappings(namespace: str) -> list[tuple[str, str]]:
-    """RViz's config uses absolute topics (/depth, ...); move them into the node's namespace."""
-    if not namespace.strip("/"):
+def rviz_remappings(namespace: str, camera: str = "") -> list[tuple[str, str]]:
+    """RViz's config uses absolute topics (/depth, ...); move them into the node's namespace
+    (and to the first camera's outputs with `cameras`)."""
+    if not namespace.strip("/") and not camera:
         return []
     topics = [*ALL_OUTPUTS, f"{DEPTH}/compressed"]
-    return [(f"/{t}", _absolute(namespace, t)) for t in topics]
+    return [(f"/{t}", _absolute(namespace, camera_topic(camera, t))) for t in topics]
 
 
 def output_topics(namespace: str = "") -> dict[str, str]:
@@ -148,14 +186,16 @@ def plan(args: Mapping[str, str], share_dir: str, *,
     """
     values = {a.name: str(args.get(a.name, a.default)) for a in LAUNCH_ARGS}
     params_file = resolve_params_file(values["params_file"], share_dir)
+    cameras = parse_cameras(values["cameras"])
     namespace = values["namespace"].strip("/")
     node = {
         "package": PACKAGE,
         "executable": EXECUTABLE,
         "name": NODE,
         "namespace": namespace,
-        "parameters": node_parameters(params_file, values["model"]),
-        "remappings": node_remappings(values["image_topic"], values["camera_info_topic"]),
+        "parameters": node_parameters(params_file, values["model"], cameras),
+        "remappings": node_remappings(values["image_topic"], values["camera_info_topic"],
+                                      cameras),
         "arguments": ["--ros-args", "--log-level", values["log_level"]],
         "output": "screen",
         "emulate_tty": bool(stdout_is_tty),
@@ -169,7 +209,7 @@ def plan(args: Mapping[str, str], share_dir: str, *,
                 "executable": "rviz2",
                 "name": "rviz2",
                 "arguments": ["-d", os.path.join(share_dir, CONFIG_DIR, RVIZ_FILE)],
-                "remappings": rviz_remappings(namespace),
+                "remappings": rviz_remappings(namespace, cameras[0] if cameras else ""),
                 "output": "screen",
             }
         else:
@@ -182,6 +222,6 @@ __all__ = [
     "CONFIG_DIR", "DEMO_FRAME_ID", "ENTRY_POINT", "EXECUTABLE", "LAUNCH_ARGS", "LAUNCH_ARG_NAMES",
     "LAUNCH_FILE", "NODE", "PACKAGE", "PARAMS_FILE", "REMAPS", "RVIZ_FILE", "RVIZ_OUTPUTS",
     "RVIZ_PACKAGE", "LaunchArg", "LaunchConfigError", "LaunchPlan", "is_true",
-    "node_parameters", "node_remappings", "output_topics", "plan", "resolve_params_file",
-    "rviz_remappings",
+    "node_parameters", "node_remappings", "output_topics", "parse_cameras", "plan",
+    "resolve_params_file", "rviz_remappings",
 ]

@@ -7,9 +7,10 @@ another SIGINT (then SIGTERM after 5 s), so the node must survive any number of 
 moment. rclpy's own handlers are not installed (they shut the context down under the node's
 feet); instead:
 
-* while starting (importing torch/rclpy, `rclpy.init`, building the node, which loads the
-  model and activates itself with `autostart`) the first signal raises `_Interrupted`, which
-  unwinds the start-up; the partly built node is then torn down like a running one;
+* while starting (importing torch/rclpy, `rclpy.init`, building the node, and, with the
+  `autostart` parameter, `node.autostart()`: configure, which loads the model, and activate)
+  the first signal raises `_Interrupted`, which unwinds the start-up; the partly built node is
+  then torn down like a running one;
 * while running, the first signal only sets a flag: the spin loop (which waits at most 0.1 s)
   sees it and leaves;
 * teardown: lifecycle `shutdown` (the frame in progress finishes, the inference thread is
@@ -155,11 +156,12 @@ def main(args: list[str] | None = None) -> int:
             tune_malloc()
             _init_rclpy(rclpy, args)
             context = rclpy.get_default_context()
-            # two steps, so that a node interrupted in its constructor (model loading) can
-            # still be torn down
+            # two steps, so that a node interrupted in its constructor can still be torn down
             node = XnetNode.__new__(XnetNode)
             node.__init__()
             logger = node.get_logger()
+            if node.params.autostart:  # configure (loads the model) + activate
+                node.autostart()
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
         while not stop.requested and context.ok():

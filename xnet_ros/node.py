@@ -1,18 +1,21 @@
-"""xnet_node: xNet depth + semantic segmentation on a ROS 2 camera stream (rclpy lifecycle node).
+"""xnet_node: xNet depth + semantic segmentation on ROS 2 camera streams (rclpy lifecycle node).
 
 A thin rclpy layer over ROS-free modules (docs/node.md, "Data flow"):
 
-    image ──> worker slot ──> FramePipeline on the worker thread (pipeline.py):
-              decode -> intrinsics -> predict -> build_outputs -> timings
-          ──> the worker counts the frame ──> _deliver(result, snapshot): fields -> messages
+    image of camera c ──> c's latest-frame slot ──> worker thread: the pending frames of all
+        cameras through FramePipeline.run_batch (pipeline.py): decode + rectify -> one batched
+        forward pass -> build_outputs per camera
+    ──> the worker counts the frames ──> _deliver(result, snapshot): fields -> c's messages
 
-`params`: parameter schema and validation; `worker`: latest-frame slot, thread, counters;
-`diagnostics`: what /diagnostics says; `ros_messages`: rclpy messages and QoS.
+`params`: parameter schema and validation; `worker`: slots, thread, counters per camera;
+`diagnostics`: what /diagnostics says; `ros_messages`: rclpy messages and QoS. Camera '' (no
+`cameras` parameter) has the topics without prefix; camera `front` has `front/image`, ...
 
 Lifecycle: configure = validate parameters, load the model, create publishers; activate =
 publish the class table, start the worker, subscribe; deactivate undoes activate; cleanup,
-shutdown and error release everything. `autostart: true` (default): configure and activate when
-created. A failed configure is logged and reported on /diagnostics; the node stays unconfigured.
+shutdown and error release everything. `autostart()` = configure + activate (`xnet_ros.main`
+calls it when the `autostart` parameter is true). A failed configure is logged and reported on
+/diagnostics; the node stays unconfigured.
 """
 
 from __future__ import annotations
@@ -23,16 +26,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from .diagnostics import NodeView, frame_error_message, status_summary, status_values, summary_line
-from .geometry import Intrinsics
+from .cameras import camera_topic
+from .diagnostics import frame_error_message
+from .node_status import NodeStatus
 from .params import (
     ALL_OUTPUTS,
     CLASS_TABLE_TOPIC,
@@ -57,7 +62,6 @@ from .ros_messages import (
     Publishers,
     class_table_msg,
     declare_parameters,
-    diagnostic_status,
     latched_qos,
     make_qos,
     output_msg,
@@ -72,7 +76,7 @@ DEPRECATED_QOS = {"input_qos": "qos_overrides./<ns>/image.subscription.reliabili
                   "output_qos": "qos_overrides./<ns>/<output>.publisher.reliability"}
 
 
-class XnetNode(LifecycleNode):
+class XnetNode(NodeStatus, LifecycleNode):
     """Lifecycle node `xnet_node`; see the module docstring and docs/node.md."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
@@ -90,9 +94,10 @@ class XnetNode(LifecycleNode):
         self._subs: list[Any] = []
         self._worker: InferenceWorker | None = None  # active
         self._last_snapshot = WorkerSnapshot()
-        self._camera_info_rejected = 0
-        self._last_sizes = (0, 0, 0, 0)  # input w, h, output w, h
-        self.published: Counter[str] = Counter()  # messages published per output
+        self._cameras = self._params.camera_names  # configured: [''] = one, no prefix
+        self._info_rejected: Counter[str] = Counter()  # camera_info rejected per camera
+        self._last_sizes: dict[str, tuple[int, int, int, int]] = {}  # in w, h, out w, h
+        self.published: Counter[str] = Counter()  # messages published per output topic
         self._last_log = time.monotonic()
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_timer(self._params.diagnostics_period, self._on_diagnostics_timer)
@@ -101,8 +106,6 @@ class XnetNode(LifecycleNode):
                 f"xnet_ros.msg is not importable ({MSG_IMPORT_ERROR}): {STATS_TOPIC} and "
                 f"{CLASS_TABLE_TOPIC} are not published. Build the interfaces (colcon build, or "
                 "`make msgs` + `source tools/ros_env.sh`).")
-        if self._params.autostart:
-            self.autostart()
 
     @property
     def params(self) -> NodeParams:
@@ -126,7 +129,13 @@ class XnetNode(LifecycleNode):
 
     # ----------------------------------------------------------------------- parameters
     def _read_parameters(self) -> NodeParams:
-        return NodeParams(**{name: self.get_parameter(name).value for name in self._specs})
+        values = {}
+        for name, spec in self._specs.items():
+            try:
+                values[name] = self.get_parameter(name).value
+            except ParameterUninitializedException:  # an empty string array given as []
+                values[name] = spec.default
+        return NodeParams(**values)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in self._specs}
@@ -167,6 +176,7 @@ class XnetNode(LifecycleNode):
         errors = [*self._decl_errors.values(), *p.validate()]
         if errors:
             return "invalid parameters: " + "; ".join(map(str, errors))
+        self._cameras = p.camera_names
         path, t0 = resolve_model_path(p.model), time.perf_counter()
         predictor = _load_predictor(path, p.backend, None if p.device == "auto" else p.device,
                                     None if p.backend == "auto" else p.precision, p.warmup)
@@ -184,7 +194,8 @@ class XnetNode(LifecycleNode):
             if getattr(p, name) != getattr(NodeParams(), name):
                 self.get_logger().warning(f"{name} is deprecated and will be removed; use the "
                                           f"ROS QoS override {replacement} (docs/node.md)")
-        publishers = [(name, OUTPUT_TYPES[name], make_qos(p.output_qos)) for name in ALL_OUTPUTS]
+        publishers = [(camera_topic(camera, name), OUTPUT_TYPES[name], make_qos(p.output_qos))
+                      for camera in self._cameras for name in ALL_OUTPUTS]
         if InferenceStats is not None:
             publishers.append((STATS_TOPIC, InferenceStats, make_qos("reliable", 10)))
             if meta.num_classes:
@@ -203,18 +214,25 @@ class XnetNode(LifecycleNode):
         p, pipeline = self._params, self._pipeline
         pipeline.reset_warnings()
         self._publish_class_table()
-        self._worker = InferenceWorker(pipeline.run, on_done=self._deliver)
+        self._worker = InferenceWorker(pipeline.run_batch, on_done=self._deliver, batched=True,
+                                       max_batch=p.batch_size, cameras=tuple(self._cameras))
         self._worker.start()
         compressed = p.image_transport == "compressed"
-        topic = INPUT_COMPRESSED if compressed else INPUT_IMAGE
-        in_qos = make_qos(p.input_qos)
-        self._subs = [
-            self.create_subscription(CompressedImage if compressed else Image, topic,
-                                     lambda msg: self._accept(msg, compressed), in_qos,
-                                     qos_overriding_options=overridable()),
-            self.create_subscription(CameraInfo, INPUT_CAMERA_INFO, self._on_camera_info,
-                                     in_qos, qos_overriding_options=overridable())]
-        self.get_logger().info(f"active: waiting for images on {self.topic_name(topic)}")
+        in_qos, topics = make_qos(p.input_qos), []
+        for camera in self._cameras:
+            topics.append(camera_topic(camera, INPUT_COMPRESSED if compressed else INPUT_IMAGE))
+            self._subs += [
+                self.create_subscription(
+                    CompressedImage if compressed else Image, topics[-1],
+                    lambda msg, c=camera: self._accept(msg, compressed, c), in_qos,
+                    qos_overriding_options=overridable()),
+                self.create_subscription(
+                    CameraInfo, camera_topic(camera, INPUT_CAMERA_INFO),
+                    lambda msg, c=camera: self._on_camera_info(msg, c), in_qos,
+                    qos_overriding_options=overridable())]
+        batch = f" (batches of up to {p.batch_size})" if len(self._cameras) > 1 else ""
+        self.get_logger().info("active: waiting for images on "
+                               f"{', '.join(map(self.topic_name, topics))}{batch}")
         return SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -255,34 +273,36 @@ class XnetNode(LifecycleNode):
         super().destroy_node()
 
     # ---------------------------------------------------------------------------- inputs
-    def _listened(self) -> bool:
-        return any(self._pubs.counts().values())
+    def _wanted(self, camera: str = "") -> frozenset[str]:
+        """The camera's outputs (and ~/stats) to produce; asked by the pipeline after decoding
+        a frame. Without `lazy`: all of them."""
+        counts, lazy = self._pubs.counts(), self._params.lazy
+        topics = {camera_topic(camera, name): name for name in ALL_OUTPUTS}
+        topics[STATS_TOPIC] = STATS_TOPIC
+        return frozenset(name for topic, name in topics.items()
+                         if topic in counts and (counts[topic] > 0 or not lazy))
 
-    def _wanted(self) -> frozenset[str]:
-        """Outputs (and ~/stats) to produce; asked by the pipeline after decoding a frame."""
-        counts = self._pubs.counts()
-        return frozenset(n for n, c in counts.items() if c > 0 or not self._params.lazy)
-
-    def _accept(self, msg: Any, compressed: bool) -> None:
+    def _accept(self, msg: Any, compressed: bool, camera: str = "") -> None:
         worker = self._worker
         if worker is None:
             return
-        if self._params.lazy and not self._listened():
-            worker.skip()
+        if self._params.lazy and not self._wanted(camera):
+            worker.skip(camera)
             return
-        worker.submit(FrameInput(msg, compressed))
+        worker.submit(FrameInput(msg, compressed, camera=camera), camera)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            intr = Intrinsics.from_camera_info(msg)
-        except ValueError as exc:
-            self._camera_info_rejected += 1
-            self._log_input_error(
-                f"camera_info on {self.topic_name(INPUT_CAMERA_INFO)} rejected "
-                f"({self._camera_info_rejected} so far): {exc}; keeping the previous intrinsics")
+    def _on_camera_info(self, msg: CameraInfo, camera: str = "") -> None:
+        pipeline = self._pipeline
+        if pipeline is None:
             return
-        if self._pipeline is not None:
-            self._pipeline.camera_info = intr
+        try:
+            pipeline.set_camera_info(msg, camera)
+        except ValueError as exc:
+            self._info_rejected[camera] += 1
+            self._log_input_error(
+                f"camera_info on {self.topic_name(camera_topic(camera, INPUT_CAMERA_INFO))} "
+                f"rejected ({self._info_rejected[camera]} so far): {exc}; keeping the previous "
+                "intrinsics")
 
     def _log_input_error(self, message: str) -> None:
         self.get_logger().error(message, throttle_duration_sec=self._params.error_throttle_sec)
@@ -293,17 +313,20 @@ class XnetNode(LifecycleNode):
         """Called by the worker after it counted the frame: log it (failed) or publish its
         outputs and stats. Returns the milliseconds spent publishing the outputs."""
         if error is not None:
-            self._log_input_error(frame_error_message(frame.compressed, s.failed, error))
+            self._log_input_error(frame_error_message(frame.compressed, s.failed, error,
+                                                      frame.camera))
             return 0.0
         t0 = time.perf_counter()
         header = Header(stamp=result.header.stamp, frame_id=result.frame_id)
         for name, fields in result.outputs.fields.items():
-            pub = self._pubs.get(name)
+            topic = camera_topic(result.camera, name)
+            pub = self._pubs.get(topic)
             if pub is not None:
                 pub.publish(output_msg(name, header, fields))
-                self.published[name] += 1
+                self.published[topic] += 1
+        result.outputs.release()  # rclpy copied them: their buffers serve the next frames
         publish_ms = (time.perf_counter() - t0) * 1e3
-        self._last_sizes = (*result.input_size, *result.output_size)
+        self._last_sizes[result.camera] = (*result.input_size, *result.output_size)
         stats = self._pubs.get(STATS_TOPIC)
         if stats is not None and STATS_TOPIC in result.wanted:
             stats.publish(stats_msg(header, result, s, self._backend,
@@ -314,37 +337,3 @@ class XnetNode(LifecycleNode):
         if self._class_table_pub is not None:
             header = Header(stamp=self.get_clock().now().to_msg())
             self._class_table_pub.publish(class_table_msg(header, self._pipeline.meta))
-
-    # ------------------------------------------------------------------------ diagnostics
-    def worker_snapshot(self) -> WorkerSnapshot:
-        worker = self._worker
-        return worker.snapshot() if worker is not None else self._last_snapshot
-
-    def output_subscription_counts(self) -> dict[str, int]:
-        """Subscriptions matched to each output (and ~/stats)."""
-        return self._pubs.counts()
-
-    def diagnostic_status(self) -> DiagnosticStatus:
-        s, p, state, pipeline = (self.worker_snapshot(), self._params, self.lifecycle_state,
-                                 self._pipeline)
-        level, message = status_summary(NodeView(
-            state, self._config_error, s, listened=self._listened(), lazy=p.lazy,
-            period_s=p.diagnostics_period))
-        model = ({"name": pipeline.meta.name, "path": str(self._model_path),
-                  "backend": self._backend} if pipeline is not None else {})
-        intrinsics = ("camera_info" if pipeline is not None and pipeline.camera_info
-                      else "parameters" if p.has_intrinsics else "none")
-        values = status_values(state, s, model, camera_info_rejected=self._camera_info_rejected,
-                               intrinsics=intrinsics, sizes=self._last_sizes,
-                               published=self.published)
-        return diagnostic_status(level, f"{self.get_fully_qualified_name()}: inference",
-                                 message, model.get("backend", ""), values)
-
-    def _on_diagnostics_timer(self) -> None:
-        self._diag_pub.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()),
-            status=[self.diagnostic_status()]))
-        now, period = time.monotonic(), self._params.log_period
-        if self._worker is not None and period > 0 and now - self._last_log >= period:
-            self._last_log = now
-            self.get_logger().info(summary_line(self.worker_snapshot()))

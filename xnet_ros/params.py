@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .cameras import camera_name_problems
+
 # ------------------------------------------------------------------------------------ topics
 # Relative names, so a namespace (`__ns`) or remaps (`image:=/cam/image_raw`) move them.
 NODE_NAME = "xnet_node"
@@ -38,7 +40,6 @@ DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS = (
     "depth", "depth/camera_info", "semantic/labels", "semantic/color", "points"
 )
 ALL_OUTPUTS = (DEPTH, DEPTH_INFO, LABELS, COLOR, POINTS)
-
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ QOS_CHOICES = ("sensor_data", "reliable", "system_default")
 QOS_RELIABILITY = {"sensor_data": "best_effort", "reliable": "reliable",
                    "system_default": "reliable"}
 TRANSPORT_CHOICES = ("raw", "compressed")
+RECTIFY_CHOICES = ("auto", "off")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+POINTS_RESOLUTION_CHOICES = ("output", "network")
 
 STARTUP, CONFIGURE, RUNTIME = "startup", "configure", "runtime"
 # Parameters that are set together (both 0 = unset), and what unset means.
@@ -77,6 +80,8 @@ _BACKEND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 def _p(default: Any, description: str, *, when: str = RUNTIME, range: tuple | None = None,
        choices: tuple[str, ...] | None = None) -> Any:
     meta = {"description": description, "when": when, "range": range, "choices": choices}
+    if isinstance(default, list):  # string arrays
+        return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -99,6 +104,14 @@ class NodeParams:
                         when=CONFIGURE, choices=PRECISION_CHOICES)
     warmup: bool = _p(True, "Run one dummy inference at configure so the first frame is not "
                       "slow.", when=CONFIGURE)
+    # --- cameras (configure) ---
+    cameras: list[str] = _p([], "Camera names, e.g. [front, left]: per camera subscribe "
+                            "<name>/image (or <name>/image/compressed) and <name>/camera_info, "
+                            "publish every output under <name>/; all cameras share one model "
+                            "and batched forward passes. Empty = one camera, the topics "
+                            "without prefix.", when=CONFIGURE)
+    max_batch: int = _p(0, "Most frames (one per camera) in one forward pass; 0 = the number "
+                        "of cameras.", when=CONFIGURE, range=(0, 64))
     # --- input (configure) ---
     image_transport: str = _p("raw", "raw: subscribe 'image' (sensor_msgs/Image); compressed: "
                               "subscribe 'image/compressed' (sensor_msgs/CompressedImage, "
@@ -113,6 +126,11 @@ class NodeParams:
                          "semantic, points and camera_info outputs (reliable, depth 5, reaches "
                          "both reliable and best-effort subscribers).",
                          when=CONFIGURE, choices=QOS_CHOICES)
+    rectify: str = _p("auto", "auto: undistort images whose camera_info has distortion "
+                      "(plumb_bob, rational_polynomial, equidistant) like image_proc and "
+                      "publish the outputs in the rectified camera (camera_info P); off: use "
+                      "the images as they are with K (points bend at the edges of distorted "
+                      "images).", choices=RECTIFY_CHOICES)
     # --- outputs (runtime) ---
     frame_id: str = _p("", "frame_id of the outputs; empty = the input image's frame_id "
                        "(the camera optical frame).")
@@ -128,6 +146,12 @@ class NodeParams:
                                  "0 = keep all.", range=(0.0, 10000.0))
     points_organized: bool = _p(True, "true: HxW cloud with NaN for invalid points (RViz, PCL "
                                 "organized); false: dense list of valid points only.")
+    points_resolution: str = _p("output", "Grid the point cloud is taken from, before "
+                                "points_stride: output = the published depth image (default); "
+                                "network = the depth as the model produced it, at the network's "
+                                "input resolution (no interpolated depth, fewer points, the "
+                                "cheapest; colours resized to that grid).",
+                                choices=POINTS_RESOLUTION_CHOICES)
     # --- intrinsics fallback (runtime) ---
     fx: float = _p(0.0, "Focal length x (pixels, at the input resolution) used when no "
                    "camera_info has arrived; 0 = unset (then points need camera_info).",
@@ -168,6 +192,8 @@ class NodeParams:
         if "backend" not in bad and not _BACKEND_RE.match(self.backend):
             errors.append(ParamError("backend", f"{self.backend!r} is not a backend name "
                                                 "(e.g. 'torch')"))
+        if "cameras" not in bad:
+            errors += [ParamError("cameras", m) for m in camera_name_problems(self.cameras)]
         errors += self.cross_field_errors(bad)
         return errors
 
@@ -190,6 +216,16 @@ class NodeParams:
         if self.output_width > 0 and self.output_height > 0:
             return self.output_height, self.output_width
         return None
+
+    @property
+    def camera_names(self) -> list[str]:
+        """The cameras; [''] = one camera with the topics without prefix."""
+        return list(self.cameras) or [""]
+
+    @property
+    def batch_size(self) -> int:
+        """Frames per forward pass (`max_batch`, 0 = one per camera)."""
+        return self.max_batch or len(self.camera_names)
 
     @property
     def has_intrinsics(self) -> bool:
@@ -282,7 +318,15 @@ class ParamSpec:
         return "; ".join(parts)
 
     def coerce(self, value: Any) -> tuple[Any, ParamError | None]:
-        """(value of this parameter's type, None) or (None, the error)."""
+        """(value of this parameter's type, None) or (None, the error). A string array also
+        takes a comma-separated string ('front,left')."""
+        if self.type is list:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return list(value), None
+            return None, ParamError(self.name, f"expected a list of strings, got "
+                                               f"{type(value).__name__} {value!r}")
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value), None
         if isinstance(value, self.type) and not (self.type is not bool and isinstance(value,
@@ -307,13 +351,14 @@ class ParamSpec:
 
 def param_specs() -> list[ParamSpec]:
     """One ParamSpec per NodeParams field, in declaration order."""
-    types = {"str": str, "int": int, "float": float, "bool": bool}
+    types = {"str": str, "int": int, "float": float, "bool": bool, "list[str]": list}
     specs = []
     for f in dataclasses.fields(NodeParams):
         meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         specs.append(ParamSpec(
             name=f.name, type=types[f.type] if isinstance(f.type, str) else f.type,
-            default=f.default, description=meta["description"], when=meta["when"],
+            default=default, description=meta["description"], when=meta["when"],
             range=meta["range"], choices=meta["choices"],
         ))
     return specs
@@ -325,7 +370,8 @@ def markdown_table() -> str:
     for s in param_specs():
         default = f"`{s.default!r}`" if not isinstance(s.default, str) else f"`'{s.default}'`"
         extra = f" ({s.constraints})" if s.constraints else ""
-        rows.append(f"| `{s.name}` | {s.type.__name__} | {default} | {s.description}{extra} |")
+        kind = "string[]" if s.type is list else s.type.__name__
+        rows.append(f"| `{s.name}` | {kind} | {default} | {s.description}{extra} |")
     return "\n".join(rows)
 
 

@@ -1,14 +1,16 @@
-"""One frame path, without ROS: an image message in, the fields of every output out.
+"""One frame path, without ROS: image messages in, the fields of every output out.
 
-    Image / CompressedImage --decode--> RGB --fit_intrinsics--> RGB + K
-        --predict (xnet_model.Predictor)--> depth, labels
+    Image / CompressedImage --decode--> RGB --rectify (rectify.py)--> RGB + K
+        --predict (xnet_model.Predictor.predict_batch, several cameras at once)--> depth, labels
         --build_outputs--> FrameOutputs (message fields per output) + timings
 
-`xnet_node` runs `FramePipeline.run` on its worker thread and only wraps the result into rclpy
-messages; `xnet bag infer` runs the same stages one by one (decode on its read-ahead thread, the
-model on the caller's, outputs on its writer thread) and wraps the same fields into rosbags
-messages; `xnet bag eval` decodes with `decode_image`. `predict` takes a list of decoded frames so
-that several frames can share one forward pass.
+`xnet_node` runs `FramePipeline.run_batch` on its worker thread (the pending frame of each
+camera, one forward pass) and only wraps the results into rclpy messages; `xnet bag infer` runs
+the same stages one by one (decode on its read-ahead thread, the model on the caller's, outputs
+on its writer thread) and wraps the same fields into rosbags messages. Each camera (`FrameInput.
+camera`, '' for a single-camera node) has its own calibration (`set_camera_info`) and
+rectification maps; a decoded frame carries the intrinsics of the image the network sees
+(rectified and at its own size) into `predict`.
 
 Everything model-specific (class names, palette, depth range) is read from `Predictor.meta`.
 """
@@ -23,10 +25,21 @@ from typing import Any
 
 import numpy as np
 
+from .cameras import camera_label
 from .conversions import decode_compressed, image_to_rgb
 from .geometry import Intrinsics
-from .outputs import ALL_OUTPUTS, DEPTH_INFO, POINTS, FrameOutputs, OutputOptions, build_outputs
+from .outputs import (
+    ALL_OUTPUTS,
+    DEPTH_INFO,
+    POINTS,
+    BufferPool,
+    FrameOutputs,
+    OutputOptions,
+    build_outputs,
+    raw_predictions,
+)
 from .params import STATS_TOPIC, NodeParams
+from .rectify import CameraCalibration, RectifierCache
 
 EVERYTHING = frozenset((*ALL_OUTPUTS, STATS_TOPIC))
 
@@ -106,17 +119,19 @@ class FrameSettings:
     points_stride: int = 1
     points_max_range: float | None = None  # metres along z; None = keep all
     points_organized: bool = True
+    points_resolution: str = "output"  # output: the published depth's grid; network: the model's
     fallback_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy
     frame_id: str = ""  # '' = the input image's
+    rectify: str = "auto"  # auto: undistort images whose camera_info has distortion; off
 
     @classmethod
     def from_params(cls, p: NodeParams) -> FrameSettings:
         """The settings xnet_node's parameters choose."""
         return cls(output_size=p.output_size, min_depth=p.min_depth,
                    points_stride=p.points_stride, points_max_range=p.points_max_range or None,
-                   points_organized=p.points_organized,
+                   points_organized=p.points_organized, points_resolution=p.points_resolution,
                    fallback_intrinsics=(p.fx, p.fy, p.cx, p.cy) if p.has_intrinsics else None,
-                   frame_id=p.frame_id)
+                   frame_id=p.frame_id, rectify=p.rectify)
 
 
 @dataclass
@@ -124,17 +139,19 @@ class FrameInput:
     msg: Any  # sensor_msgs Image or CompressedImage (rclpy or rosbags)
     compressed: bool = False
     received_mono: float = field(default_factory=time.monotonic)
+    camera: str = ""  # '' = the only camera
 
 
 @dataclass
 class DecodedFrame:
     header: Any  # the input's std_msgs/Header
     frame_id: str  # of the outputs
-    rgb: np.ndarray
+    rgb: np.ndarray  # what the network sees: rectified if the camera was
     intrinsics: Intrinsics | None  # of `rgb`
     wanted: frozenset[str]  # output names (and STATS_TOPIC) someone wants
     received_mono: float = 0.0
-    decode_ms: float = 0.0
+    decode_ms: float = 0.0  # decoding and rectification
+    camera: str = ""
 
 
 @dataclass
@@ -146,34 +163,81 @@ class FrameResult:
     timings: dict[str, float]  # pre_ms, infer_ms, post_ms, total_ms (end to end)
     input_size: tuple[int, int]  # (W, H)
     output_size: tuple[int, int]  # (W, H)
+    camera: str = ""
 
 
 class FramePipeline:
     """decode -> intrinsics -> predict -> build_outputs -> timings, whole or stage by stage.
 
-    `wanted()` names the outputs someone wants (asked once per frame, after decoding; empty =
-    skip the frame); `clock_ns()` is the clock of the header stamps (end-to-end latency);
-    `on_warning(key, message)` is called once per kind of problem until `reset_warnings()`.
-    `settings` and `camera_info` (the latest, if any) may be replaced from another thread.
+    `wanted(camera)` names the outputs someone wants of that camera (asked once per frame,
+    after decoding; empty = skip the frame); `clock_ns()` is the clock of the header stamps
+    (end-to-end latency); `on_warning(key, message)` is called once per kind of problem and
+    camera until `reset_warnings()`. `settings` and each camera's calibration
+    (`set_camera_info`, the latest) may be replaced from another thread.
     """
 
     def __init__(self, predictor: Any, settings: FrameSettings = FrameSettings(), *,
-                 wanted: Callable[[], frozenset[str]] = lambda: EVERYTHING,
+                 wanted: Callable[[str], frozenset[str]] = lambda camera: EVERYTHING,
                  clock_ns: Callable[[], int] = time.time_ns,
                  on_warning: Callable[[str, str], None] = lambda key, message: None):
         self.predictor = predictor
         self.meta = predictor.meta
         self.settings = settings
-        self.camera_info: Intrinsics | None = None
         self.wanted = wanted
         self.clock_ns = clock_ns
         self.on_warning = on_warning
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
+        self._calibrations: dict[str, CameraCalibration | None] = {}
+        self._rectifiers: dict[str, RectifierCache] = {}
+        # message buffers, reused once the node has published them (FrameOutputs.release)
+        self.buffers = BufferPool()
 
-    def warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.on_warning(key, message)
+    def warn_once(self, key: str, message: str, camera: str = "") -> None:
+        if (key, camera) not in self._warned:
+            self._warned.add((key, camera))
+            self.on_warning(key, f"{camera_label(camera)}: {message}" if camera else message)
+
+    # ------------------------------------------------------------------- calibration
+    def set_camera_info(self, msg: Any, camera: str = "") -> CameraCalibration:
+        """Use a sensor_msgs/CameraInfo for the camera's next frames. ValueError (the previous
+        one stays): uncalibrated, no size, or distortion `rectify: auto` cannot undo."""
+        calib = CameraCalibration.from_camera_info(msg)
+        if self.settings.rectify == "auto":
+            calib.check_rectifiable()
+        self._calibrations[camera] = calib
+        return calib
+
+    def calibration(self, camera: str = "") -> CameraCalibration | None:
+        return self._calibrations.get(camera)
+
+    @property
+    def camera_info(self) -> Intrinsics | None:
+        """The single camera's (K of its camera_info); None = none yet."""
+        calib = self._calibrations.get("")
+        return calib.intrinsics if calib is not None else None
+
+    @camera_info.setter
+    def camera_info(self, intr: Intrinsics | None) -> None:
+        self._calibrations[""] = None if intr is None else CameraCalibration.pinhole(intr)
+
+    def _camera_view(self, rgb: np.ndarray, calib: CameraCalibration | None, camera: str
+                     ) -> tuple[np.ndarray, Intrinsics | None]:
+        """The image the network sees and its camera: undistorted like image_proc when the
+        calibration has distortion and `rectify` is auto (RectifyError: it cannot be)."""
+        if calib is None or not calib.distorted:
+            return rgb, None if calib is None else calib.intrinsics
+        height, width = rgb.shape[:2]
+        if self.settings.rectify != "auto":
+            self.warn_once("distortion_ignored", f"camera_info has {calib.distortion_model} "
+                           "distortion but rectify is off: the images are used as pinhole "
+                           "images (K), points bend towards the edges", camera)
+            return rgb, calib.intrinsics
+        aspect = width / height
+        if abs(calib.width / calib.height - aspect) >= 0.01 * aspect:
+            return rgb, calib.intrinsics  # fit_intrinsics refuses it and says why
+        rectifier = self._rectifiers.setdefault(camera, RectifierCache()).get(calib, height,
+                                                                              width)
+        return rectifier.rectify(rgb), rectifier.intrinsics
 
     def reset_warnings(self) -> None:
         self._warned.clear()
@@ -183,43 +247,84 @@ class FramePipeline:
         return OutputOptions.for_model(
             self.meta, output_size=s.output_size, min_depth=s.min_depth,
             points_stride=s.points_stride, points_max_range=s.points_max_range,
-            points_organized=s.points_organized)
+            points_organized=s.points_organized, points_resolution=s.points_resolution)
 
     # ---------------------------------------------------------------------------- stages
-    def decode(self, frame: FrameInput, camera_info: Intrinsics | None = None) -> DecodedFrame:
-        """RGB, intrinsics (`camera_info`, else the latest `self.camera_info`) and what is
-        wanted. Raises for an image that cannot be decoded."""
+    def decode(self, frame: FrameInput,
+               camera_info: Intrinsics | CameraCalibration | None = None) -> DecodedFrame:
+        """RGB (rectified if need be), its intrinsics (from `camera_info`, else the camera's
+        latest calibration, else the fallback) and what is wanted. Raises for an image that
+        cannot be decoded or rectified."""
         t0 = time.perf_counter()
-        msg, s = frame.msg, self.settings
+        msg, s, camera = frame.msg, self.settings, frame.camera
         rgb = decode_image(msg, frame.compressed)
+        calib = camera_info if camera_info is not None else self._calibrations.get(camera)
+        if isinstance(calib, Intrinsics):
+            calib = CameraCalibration.pinhole(calib)
+        rgb, info = self._camera_view(rgb, calib, camera)
         decode_ms = (time.perf_counter() - t0) * 1e3
-        wanted = frozenset(self.wanted())
+        wanted = frozenset(self.wanted(camera))
         height, width = rgb.shape[:2]
-        info = camera_info if camera_info is not None else self.camera_info
         intrinsics, problem = fit_intrinsics(info, height, width, s.fallback_intrinsics)
         if problem:
-            self.warn_once("info_size", problem)
+            self.warn_once("info_size", problem, camera)
         if intrinsics is None and wanted & {POINTS, DEPTH_INFO}:
             self.warn_once("no_intrinsics", "no camera_info received and no fallback "
                            "intrinsics (fx/fy) set: not publishing points or depth/camera_info "
-                           "until one of them is available")
+                           "until one of them is available", camera)
         frame_id = s.frame_id or msg.header.frame_id
         if not frame_id:
             self.warn_once("frame_id", "input images have an empty header.frame_id and the "
-                           "frame_id setting is empty: outputs have none either")
+                           "frame_id setting is empty: outputs have none either", camera)
         return DecodedFrame(msg.header, frame_id, rgb, intrinsics, wanted, frame.received_mono,
-                            decode_ms)
+                            decode_ms, camera)
 
-    def predict(self, frames: Sequence[DecodedFrame]) -> list[Any]:
-        """One `Prediction` per frame (depth, labels, pre/infer/post timings)."""
-        return [self.predictor.predict(f.rgb) for f in frames]
+    def predict(self, frames: Sequence[DecodedFrame], at_image_size: bool = False
+                ) -> list[Any]:
+        """One `Prediction` per frame (depth, labels, pre/infer/post timings): one forward pass
+        per network size (one in all when the model has a fixed input size). `at_image_size`:
+        numpy arrays at each frame's size (else as `finish` takes them, maybe raw)."""
+        focals = self._focals(frames)
+        batch_fn = getattr(self.predictor, "predict_batch", None)
+        if batch_fn is None:
+            return [self.predictor.predict(f.rgb, **({} if focals is None else {"fx": fx}))
+                    for f, fx in zip(frames, focals or [None] * len(frames))]
+        # raw: outputs at the network's size, finish resizes them
+        raw = {} if at_image_size else raw_predictions(self.predictor)
+        size_of = getattr(self.predictor, "network_size", lambda h, w: (h, w))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, f in enumerate(frames):
+            groups.setdefault(tuple(size_of(*f.rgb.shape[:2])), []).append(i)
+        predictions: list[Any] = [None] * len(frames)
+        for indices in groups.values():
+            fx = {} if focals is None else {"fx": [focals[i] for i in indices]}
+            images = [frames[i].rgb for i in indices]
+            for i, prediction in zip(indices, batch_fn(images, **raw, **fx)):
+                predictions[i] = prediction
+        return predictions
+
+    def _focals(self, frames: Sequence[DecodedFrame]) -> list[float | None] | None:
+        """Each frame's fx (pixels of its rectified, resized image) for a camera-aware model
+        (`meta.canonical_focal`), which maps its depth to metres through it; None for other
+        models. A camera without one is warned about once."""
+        canonical = getattr(self.meta, "canonical_focal", None)
+        if canonical is None:
+            return None
+        for f in frames:
+            if f.intrinsics is None:
+                self.warn_once(
+                    "no_focal", f"the model is camera-aware (canonical fx {canonical:g} px at "
+                    "its input) but this camera has no focal length (no camera_info, no fx/fy "
+                    "parameters): depth is as the canonical camera would see it, off by the "
+                    "ratio of the two focal lengths", f.camera)
+        return [f.intrinsics.fx if f.intrinsics is not None else None for f in frames]
 
     def finish(self, frame: DecodedFrame, prediction: Any) -> FrameResult:
         """Output fields and timings of a predicted frame."""
         t0 = time.perf_counter()
         opts = self.output_options()
         out = build_outputs(frame.rgb, prediction.depth, prediction.labels, frame.intrinsics,
-                            opts, frame.wanted)
+                            opts, frame.wanted, self.buffers)
         build_ms = (time.perf_counter() - t0) * 1e3
         height, width = frame.rgb.shape[:2]
         out_h, out_w = opts.output_size or (height, width)
@@ -229,7 +334,7 @@ class FramePipeline:
                    "post_ms": t.get("post_ms", 0.0) + build_ms,
                    "total_ms": self.end_to_end_ms(frame.header.stamp, frame.received_mono)}
         return FrameResult(frame.header, frame.frame_id, out, frame.wanted, timings,
-                           (width, height), (out_w, out_h))
+                           (width, height), (out_w, out_h), frame.camera)
 
     def run(self, frame: FrameInput) -> FrameResult | None:
         """The whole path for one frame; None when nothing is wanted (the frame is skipped)."""
@@ -237,6 +342,35 @@ class FramePipeline:
         if not decoded.wanted:
             return None
         return self.finish(decoded, self.predict([decoded])[0])
+
+    def run_batch(self, frames: Sequence[FrameInput]) -> list[FrameResult | None | Exception]:
+        """The whole path for frames of several cameras, one forward pass for all of them.
+        Per frame: its result, None (nothing wanted: skipped) or the exception that failed it
+        (a bad image fails only its own frame; a failing forward pass all of them)."""
+        outcomes: list[Any] = [None] * len(frames)
+        decoded: list[tuple[int, DecodedFrame]] = []
+        for i, frame in enumerate(frames):
+            try:
+                d = self.decode(frame)
+            except Exception as exc:  # this camera's frame only
+                outcomes[i] = exc
+                continue
+            if d.wanted:
+                decoded.append((i, d))
+        if not decoded:
+            return outcomes
+        try:
+            predictions = self.predict([d for _, d in decoded])
+        except Exception as exc:
+            for i, _ in decoded:
+                outcomes[i] = exc
+            return outcomes
+        for (i, d), prediction in zip(decoded, predictions):
+            try:
+                outcomes[i] = self.finish(d, prediction)
+            except Exception as exc:
+                outcomes[i] = exc
+        return outcomes
 
     def end_to_end_ms(self, stamp: Any, received_mono: float) -> float:
         """Header stamp -> now when the stamp is on our clock (within a minute), else

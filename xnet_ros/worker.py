@@ -1,26 +1,27 @@
-"""Latest-frame slot, inference worker thread and its counters, without rclpy.
+"""Latest-frame slots, the inference worker thread and its counters, without rclpy.
 
-The subscription callback only calls `InferenceWorker.submit(msg)` (cheap, never blocks on
-inference). One worker thread takes the newest pending frame and runs `process(item)` on it (the
-node's `FramePipeline.run`). A frame that arrives while another one is still pending *replaces*
-it; the replaced frame is counted as dropped. So at most one frame waits and at most one is being
-processed: memory and latency stay bounded however slow the model is.
+Subscription callbacks only call `InferenceWorker.submit(msg, camera)` (cheap, never blocks). Each
+camera has a one-frame slot: a frame arriving while the camera's previous one is still pending
+*replaces* it (counted as dropped). One worker thread takes the pending frames of up to
+`max_batch` cameras, longest-waiting camera first (a slow camera is not starved by a fast one),
+and runs them through `process` together (`batched=True`: `process(items)` -> one outcome per
+item; the node's `FramePipeline.run_batch`, one forward pass) or one at a time (`process(item)`).
+Per camera at most one frame waits and one is processed: memory and latency stay bounded.
 
-After each processed or failed frame the worker first updates its counters, then calls
-`on_done(item, result, error, snapshot)` once, with the snapshot that already counts the frame:
-what the node publishes and logs (frames_processed, "N failed so far") agrees with the counters.
-
-Counters (all under one lock, so a snapshot is consistent):
+After a batch the worker first updates its counters, then calls `on_done(item, result, error,
+snapshot)` once per processed or failed frame, with the snapshot of that frame's camera, which
+already counts it: what the node publishes and logs ("N failed so far") agrees with the counters.
+Counters, per camera and in total, under one lock (a snapshot is consistent):
 
     received = processed + dropped + skipped + failed + in_flight
 
-``in_flight`` is 0 when idle, else 1 (pending or being processed) or 2 (one being processed and
-one pending). ``skipped`` counts frames that were not worth processing (nobody subscribed to any
-output, or `process` returned None); messages report them inside ``frames_dropped``.
+``in_flight`` = pending + processing (each 0 or 1 per camera). ``skipped``: frames not worth
+processing (no subscribers, or `process` returned None); messages count them as dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -64,17 +65,19 @@ class WorkerSnapshot:
     dropped: int = 0  # replaced in the slot while the worker was busy
     skipped: int = 0  # not processed on purpose (no subscribers)
     failed: int = 0
-    pending: int = 0  # 0 or 1 frames waiting in the slot
-    busy: bool = False  # a frame is being processed
+    pending: int = 0  # frames waiting in the slots (0 or 1 per camera)
+    busy: bool = False  # frames are being processed
+    processing: int = 0  # how many (0 or 1 per camera)
     rate_hz: float = 0.0
     latency: dict[str, LatencySummary] = field(default_factory=dict)
     last_error: str = ""
     last_processed_age_s: float = math.inf  # seconds since the last processed frame
     last_received_age_s: float = math.inf
+    cameras: dict[str, WorkerSnapshot] = field(default_factory=dict)  # per camera (all only)
 
     @property
     def in_flight(self) -> int:
-        return self.pending + int(self.busy)
+        return self.pending + max(self.processing, int(self.busy))
 
     @property
     def dropped_total(self) -> int:
@@ -87,11 +90,7 @@ class WorkerSnapshot:
                                  + self.in_flight)
 
 
-class _Empty:
-    pass
-
-
-_EMPTY = _Empty()
+_EMPTY = object()  # an empty slot (None is a valid item)
 
 
 class LatestFrameSlot:
@@ -154,37 +153,53 @@ ProcessFn = Callable[[Any], Any]
 DoneFn = Callable[[Any, Any, "BaseException | None", WorkerSnapshot], "float | None"]
 
 
-class InferenceWorker:
-    """Run `process(item)` on a worker thread for the newest submitted item.
+class _Counts:
+    """The counters of one camera, or of all cameras together."""
 
-    `process` returns a result with a `timings` dict (milliseconds; keys of TIMING_KEYS, others
-    are ignored) for a processed frame, or None for a frame it decided to skip; an exception
-    counts the frame as failed. Then `on_done(item, result, error, snapshot)` delivers the
-    result (or the error); it may return milliseconds it spent delivering (publishing), which
-    are added to the frame's post_ms and total_ms. If it raises, the worker survives.
+    def __init__(self, latency_window: int):
+        self.received = self.processed = self.dropped = self.skipped = self.failed = 0
+        self.processing = 0
+        self.done_times: deque[float] = deque()
+        self.latency = {k: deque(maxlen=latency_window) for k in TIMING_KEYS}
+        self.last_error = ""
+        self.last_processed = self.last_received = -math.inf
+
+
+class InferenceWorker:
+    """Run `process` on a worker thread for the newest submitted frame of each camera.
+
+    `process(item)` (or, with `batched=True`, `process(items)` -> one outcome per item) returns
+    a result with a `timings` dict (milliseconds; keys of TIMING_KEYS, others are ignored) for a
+    processed frame, or None for a frame it decided to skip; an exception (raised, or returned
+    as a batch outcome) counts the frame as failed; an exception raised by a batched `process`
+    fails the whole batch. Then `on_done(item, result, error, snapshot)` delivers the result (or
+    the error); it may return milliseconds it spent delivering (publishing), which are added to
+    the frame's post_ms and total_ms. If it raises, the worker survives. `cameras` names the
+    cameras known from the start (others are added by their first frame).
     """
 
     def __init__(self, process: ProcessFn, *, on_done: DoneFn | None = None,
+                 batched: bool = False, max_batch: int = 1, cameras: tuple[str, ...] = ("",),
                  name: str = "xnet-inference", rate_window_s: float = 3.0,
                  latency_window: int = 100, clock: Callable[[], float] = time.monotonic):
         self._process = process
         self._on_done = on_done
+        self._batched = batched
+        self._max_batch = max(1, int(max_batch)) if batched else 1
         self._name = name
         self._clock = clock
         self._rate_window_s = rate_window_s
+        self._window = latency_window
         self._cond = threading.Condition()
-        self._slot = LatestFrameSlot(self._cond)
+        self._slots: dict[str, LatestFrameSlot] = {}
+        self._waiting_since: dict[str, float] = {}  # when each pending slot began to wait
+        self._counts: dict[str, _Counts] = {}
+        self._all = _Counts(latency_window)
         self._thread: threading.Thread | None = None
-        self._busy = False
-        self._delivering = False  # on_done is running for a frame already counted
+        self._delivering = False  # on_done is running for frames already counted
         self._stopping = False
-        self._received = self._processed = self._dropped = self._skipped = self._failed = 0
-        self._done_times: deque[float] = deque()
-        self._latency: dict[str, deque[float]] = {
-            k: deque(maxlen=latency_window) for k in TIMING_KEYS}
-        self._last_error = ""
-        self._last_processed = -math.inf
-        self._last_received = -math.inf
+        for camera in cameras:
+            self._camera_locked(camera)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -194,12 +209,13 @@ class InferenceWorker:
         self._thread.start()
 
     def stop(self, timeout: float | None = 10.0) -> bool:
-        """Stop accepting frames, let the frame in progress finish, drop the pending one
+        """Stop accepting frames, let the batch in progress finish, drop the pending ones
         (counted as dropped). True if the thread ended within `timeout`."""
         with self._cond:
             self._stopping = True
-            if self._slot.close() is not _EMPTY:
-                self._dropped += 1
+            for camera, slot in self._slots.items():
+                if slot.close() is not _EMPTY:
+                    self._bump(camera, "dropped")
             self._cond.notify_all()
         if self._thread is None:
             return True
@@ -211,61 +227,69 @@ class InferenceWorker:
         return self._thread is not None and self._thread.is_alive() and not self._stopping
 
     # ------------------------------------------------------------------- inputs
-    def submit(self, item: Any) -> bool:
-        """Offer a received frame. Returns True when it replaced a pending frame (dropped).
-        After `stop()` the frame is counted as received and dropped."""
+    def submit(self, item: Any, camera: str = "") -> bool:
+        """Offer a received frame of `camera`. Returns True when it replaced a pending frame
+        (dropped). After `stop()` the frame is counted as received and dropped."""
         with self._cond:
-            self._received += 1
-            self._last_received = self._clock()
+            self._received_locked(camera)
             if self._stopping:
-                self._dropped += 1
+                self._bump(camera, "dropped")
                 return True
-            replaced = self._slot._put_locked(item) is not _EMPTY
+            replaced = self._slots[camera]._put_locked(item) is not _EMPTY
             if replaced:
-                self._dropped += 1
+                self._bump(camera, "dropped")
+            else:
+                self._waiting_since[camera] = self._clock()
             return replaced
 
-    def skip(self) -> None:
+    def skip(self, camera: str = "") -> None:
         """Count a received frame that is not processed on purpose (no subscribers)."""
         with self._cond:
-            self._received += 1
-            self._skipped += 1
-            self._last_received = self._clock()
+            self._received_locked(camera)
+            self._bump(camera, "skipped")
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, camera: str = "") -> None:
         """Count a received frame that was rejected before reaching the worker."""
         with self._cond:
-            self._received += 1
-            self._failed += 1
-            self._last_error = error
-            self._last_received = self._clock()
+            self._received_locked(camera)
+            self._bump(camera, "failed")
+            self._counts[camera].last_error = self._all.last_error = error
 
     # ------------------------------------------------------------------ outputs
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is pending, being processed or delivered; False on timeout."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not (self._busy or self._delivering or self._slot.pending), timeout)
+                lambda: not (self._all.processing or self._delivering or self._pending()),
+                timeout)
 
-    def snapshot(self) -> WorkerSnapshot:
+    def snapshot(self, camera: str | None = None) -> WorkerSnapshot:
+        """All cameras together (with `cameras`, one snapshot each), or one camera."""
         with self._cond:
-            return self._snapshot_locked()
+            return self._snapshot_locked(camera)
 
-    def _snapshot_locked(self) -> WorkerSnapshot:
+    def _snapshot_locked(self, camera: str | None = None) -> WorkerSnapshot:
         now = self._clock()
-        return WorkerSnapshot(
-            received=self._received, processed=self._processed, dropped=self._dropped,
-            skipped=self._skipped, failed=self._failed, pending=int(self._slot.pending),
-            busy=self._busy, rate_hz=self._rate_locked(now),
-            latency={k: LatencySummary.of(list(v)) for k, v in self._latency.items()},
-            last_error=self._last_error,
-            last_processed_age_s=now - self._last_processed,
-            last_received_age_s=now - self._last_received,
-        )
+        if camera is not None:
+            return self._snap(self._camera_locked(camera), int(self._slots[camera].pending),
+                              now)
+        per_camera = {c: self._snap(counts, int(self._slots[c].pending), now)
+                      for c, counts in self._counts.items()}
+        return dataclasses.replace(self._snap(self._all, len(self._pending()), now),
+                                   cameras=per_camera)
 
-    def _rate_locked(self, now: float) -> float:
+    def _snap(self, c: _Counts, pending: int, now: float) -> WorkerSnapshot:
+        return WorkerSnapshot(
+            received=c.received, processed=c.processed, dropped=c.dropped, skipped=c.skipped,
+            failed=c.failed, pending=pending, busy=c.processing > 0, processing=c.processing,
+            rate_hz=self._rate_locked(c, now),
+            latency={k: LatencySummary.of(list(v)) for k, v in c.latency.items()},
+            last_error=c.last_error, last_processed_age_s=now - c.last_processed,
+            last_received_age_s=now - c.last_received)
+
+    def _rate_locked(self, c: _Counts, now: float) -> float:
         """Processed frames per second over the last `rate_window_s` seconds."""
-        times = self._done_times
+        times = c.done_times
         while times and now - times[0] > self._rate_window_s:
             times.popleft()
         if len(times) < 2:
@@ -275,52 +299,99 @@ class InferenceWorker:
         # `now` so the rate decays to 0 when frames stop coming
         return (len(times) - 1) / span if span > 0 else 0.0
 
+    # ------------------------------------------------------------------ counters
+    def _camera_locked(self, camera: str) -> _Counts:
+        counts = self._counts.get(camera)
+        if counts is None:
+            counts = self._counts[camera] = _Counts(self._window)
+            self._slots[camera] = LatestFrameSlot(self._cond)
+            if self._stopping:
+                self._slots[camera].close()
+        return counts
+
+    def _bump(self, camera: str, key: str, n: int = 1) -> None:
+        for c in (self._camera_locked(camera), self._all):
+            setattr(c, key, getattr(c, key) + n)
+
+    def _received_locked(self, camera: str) -> None:
+        self._bump(camera, "received")
+        self._counts[camera].last_received = self._all.last_received = self._clock()
+
+    def _pending(self) -> list[str]:
+        return [c for c, slot in self._slots.items() if slot.pending]
+
+    def _count_outcome_locked(self, camera: str, outcome: Any, now: float) -> None:
+        self._bump(camera, "processing", -1)
+        if isinstance(outcome, BaseException):
+            self._bump(camera, "failed")
+            self._counts[camera].last_error = self._all.last_error = (
+                f"{type(outcome).__name__}: {outcome}")
+        elif outcome is None:
+            self._bump(camera, "skipped")
+        else:
+            self._bump(camera, "processed")
+            for c in (self._counts[camera], self._all):
+                c.last_processed = now
+                c.done_times.append(now)
+                self._rate_locked(c, now)  # prunes old completion times
+
+    def _record_latency_locked(self, camera: str, timings: dict[str, float],
+                               extra_ms: float) -> None:
+        for key, value in timings.items():
+            if key in self._all.latency and value is not None:
+                extra = extra_ms if key in ("post_ms", "total_ms") else 0.0
+                for c in (self._counts[camera], self._all):
+                    c.latency[key].append(float(value) + extra)
+
     # -------------------------------------------------------------------- thread
+    def _take_batch_locked(self) -> list[tuple[str, Any]]:
+        """The pending frames of up to max_batch cameras, longest-waiting camera first."""
+        cameras = sorted(self._pending(), key=lambda c: self._waiting_since.get(c, 0.0))
+        batch = [(c, self._slots[c]._take_locked()) for c in cameras[:self._max_batch]]
+        for camera, _ in batch:
+            self._bump(camera, "processing")
+        return batch
+
+    def _outcomes(self, items: list[Any]) -> list[Any]:
+        """One outcome per item: a result, None (skipped) or the exception. Not batched: one
+        item (max_batch 1); batched: an exception of `process` fails every frame."""
+        try:
+            outcomes = list(self._process(items)) if self._batched else [self._process(items[0])]
+        except Exception as exc:  # any failure is counted, never fatal
+            return [exc] * len(items)
+        if len(outcomes) != len(items):
+            return [RuntimeError(f"{len(outcomes)} outcomes for {len(items)} frames")] * len(items)
+        return outcomes
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._slot.pending or self._stopping)
-                if not self._slot.pending:  # stopping and nothing left
+                self._cond.wait_for(lambda: self._pending() or self._stopping)
+                if not self._pending():  # stopping and nothing left
                     return
-                item = self._slot._take_locked()
-                self._busy = True
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = self._process(item)
-            except Exception as exc:  # any failure of one frame is counted, never fatal
-                error = exc
+                batch = self._take_batch_locked()
+            outcomes = self._outcomes([item for _, item in batch])
             with self._cond:
-                self._busy = False
                 now = self._clock()
-                if error is not None:
-                    self._failed += 1
-                    self._last_error = f"{type(error).__name__}: {error}"
-                elif result is None:
-                    self._skipped += 1
-                else:
-                    self._processed += 1
-                    self._last_processed = now
-                    self._done_times.append(now)
-                    self._rate_locked(now)  # prunes old completion times
-                deliver = self._on_done is not None and (result is not None or error is not None)
-                self._delivering = deliver
-                snapshot = self._snapshot_locked() if deliver else None
+                for (camera, _), outcome in zip(batch, outcomes):
+                    self._count_outcome_locked(camera, outcome, now)
+                deliveries = [(camera, item, outcome, self._snapshot_locked(camera))
+                              for (camera, item), outcome in zip(batch, outcomes)
+                              if outcome is not None]
+                self._delivering = bool(deliveries)
                 self._cond.notify_all()
-            extra_ms = 0.0
-            if deliver:
-                try:
-                    extra_ms = float(self._on_done(item, result, error, snapshot) or 0.0)
-                except Exception:  # publishing/logging must never kill the worker
-                    extra_ms = 0.0
-            with self._cond:
+            for camera, item, outcome, snapshot in deliveries:
+                error = outcome if isinstance(outcome, BaseException) else None
+                result = None if error is not None else outcome
+                extra_ms = 0.0
+                if self._on_done is not None:
+                    try:
+                        extra_ms = float(self._on_done(item, result, error, snapshot) or 0.0)
+                    except Exception:  # publishing/logging must never kill the worker
+                        extra_ms = 0.0
                 if result is not None:
-                    self._record_latency_locked(result.timings, extra_ms)
+                    with self._cond:
+                        self._record_latency_locked(camera, result.timings, extra_ms)
+            with self._cond:
                 self._delivering = False
                 self._cond.notify_all()
-
-    def _record_latency_locked(self, timings: dict[str, float], extra_ms: float) -> None:
-        for key, value in timings.items():
-            if key in self._latency and value is not None:
-                extra = extra_ms if key in ("post_ms", "total_ms") else 0.0
-                self._latency[key].append(float(value) + extra)

@@ -173,6 +173,35 @@ def test_remaps_target_the_node_input_topics():
     assert lc.node_parameters("/p.yaml", "/m") == ["/p.yaml", {"model": "/m"}]
 
 
+def test_plan_with_cameras_one_node_remaps_per_camera(share):
+    plan = _plan(share, cameras="front, left", image_topic="/{camera}/image_raw",
+                 camera_info_topic="/{camera}/camera_info", namespace="robot", use_rviz="true")
+    node = plan.node
+    assert node["parameters"] == [str(share / "config" / "xnet.yaml"),
+                                  {"cameras": ["front", "left"]}]
+    assert node["remappings"] == [
+        ("front/image", "/front/image_raw"), ("front/image/compressed",
+                                              "/front/image_raw/compressed"),
+        ("front/camera_info", "/front/camera_info"),
+        ("left/image", "/left/image_raw"), ("left/image/compressed", "/left/image_raw/compressed"),
+        ("left/camera_info", "/left/camera_info")]
+    # RViz shows the first camera
+    assert dict(plan.rviz["remappings"])["/depth"] == "/robot/front/depth"
+    # defaults: the node's own <camera>/image topics, no rules; relative names stay inside
+    assert _plan(share, cameras="front,left").node["remappings"] == []
+    assert lc.node_remappings("image_raw", "camera_info", ["front"]) == [
+        ("front/image", "front/image_raw"),
+        ("front/image/compressed", "front/image_raw/compressed")]
+    # one camera may take an absolute topic; several would all read the same one
+    assert lc.node_remappings("/cam/image_raw", "/cam/info", ["front"])[0] == (
+        "front/image", "/cam/image_raw")
+    with pytest.raises(lc.LaunchConfigError, match=r"image_topic:=/cam/image_raw would give "
+                                                   r"every camera the same topic; use \{camera\}"):
+        _plan(share, cameras="front,left", image_topic="/cam/image_raw")
+    with pytest.raises(lc.LaunchConfigError, match=r"cameras:=front,a b: 'a b' is not a relative"):
+        _plan(share, cameras="front,a b")
+
+
 def test_rviz_remaps_follow_the_namespace():
     assert lc.rviz_remappings("") == [] and lc.rviz_remappings("/") == []
     rules = dict(lc.rviz_remappings("/front/"))
@@ -295,6 +324,24 @@ def test_params_file_and_remaps_apply_to_the_real_node(tmp_path, small_model):
             assert qos.reliability.name.lower() == QOS_RELIABILITY[node.params.output_qos]
             infos = node.get_publishers_info_by_topic("/front/points")
             assert infos and all(i.qos_profile.reliability == qos.reliability for i in infos)
+        finally:
+            node.destroy_node()
+        # several cameras: `cameras` from the file, remaps per camera
+        two = tmp_path / "two.yaml"
+        two.write_text(text.replace("cameras: []", "cameras: [front, left]"))
+        cli = ["--ros-args", "--params-file", str(two), "-p", f"model:={small_model}",
+               "-p", "warmup:=false"]
+        for src, dst in lc.node_remappings("/{camera}/image_raw", "info", ["front", "left"]):
+            cli += ["-r", f"{src}:={dst}"]
+        node = XnetNode(context=ctx, namespace="robot", cli_args=cli)
+        try:
+            assert node.params.cameras == ["front", "left"] and node.autostart()
+            subs = dict(node.get_subscriber_names_and_types_by_node(lc.NODE, "/robot"))
+            assert {"/front/image_raw", "/left/image_raw", "/robot/front/info",
+                    "/robot/left/info"} <= set(subs), subs
+            pubs = dict(node.get_publisher_names_and_types_by_node(lc.NODE, "/robot"))
+            assert all(f"/robot/{c}/{name}" in pubs for c in ("front", "left")
+                       for name in ALL_OUTPUTS)
         finally:
             node.destroy_node()
         # ... and into a node without namespace

@@ -157,7 +157,8 @@ def test_launch_file_imports_no_numpy_cv2_or_torch(share):
     heavy = [m for m in added if m.split(".")[0] in HEAVY]
     assert heavy == [], heavy
     ours = {m for m in added if m.startswith("xnet_ros")}
-    assert ours <= {"xnet_ros", "xnet_ros.launch_config", "xnet_ros.params"}, ours
+    assert ours <= {"xnet_ros", "xnet_ros.launch_config", "xnet_ros.params",
+                    "xnet_ros.cameras"}, ours
 
 
 # ------------------------------------------------- the real launch packages (ROS 2 distro)

@@ -214,6 +214,8 @@ def start_node(ros: Ros, model_dir: Path, namespace: str = "", **params):
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     node = xnode.XnetNode(context=ros.context, namespace=namespace,
                           parameter_overrides=overrides)
+    if node.params.autostart:  # what xnet_ros.main does
+        node.autostart()
     return ros.add(node)
 
 

@@ -39,6 +39,7 @@ OPTIONAL = {  # import-guarded; pip extras of setup.py, documented in README / d
     "mcap": "offline bag tools (extra `bag`)",
     "matplotlib": "bag / experiment reports (extra `bag`)",
     "tqdm": "progress bars of training and the bag tools (extra `bag`)",
+    "PIL": "image reading in benchmarks/gpu_check.py where cv2 is missing (cv2 is preferred)",
 }
 OWN = {"xnet_model", "xnet_ros"}
 

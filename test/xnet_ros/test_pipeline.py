@@ -93,7 +93,7 @@ def test_run_builds_every_wanted_output_with_the_models_palette_and_min_depth():
 def test_wanted_is_asked_after_decoding_and_nothing_wanted_skips_the_frame():
     predictor = FakePredictor()
     wanted = {"now": frozenset({LABELS})}
-    pipe = FramePipeline(predictor, wanted=lambda: wanted["now"])
+    pipe = FramePipeline(predictor, wanted=lambda camera: wanted["now"])
     msg, _ = image_msg()
     assert set(pipe.run(FrameInput(msg)).outputs.fields) == {LABELS}
     wanted["now"] = frozenset()
@@ -138,3 +138,138 @@ def test_settings_from_node_params_and_per_frame_replacement():
 def test_load_predictor_names_what_to_fix(tmp_path):
     with pytest.raises(ModelLoadError, match=r"^model: .* missing or corrupt"):
         load_predictor(tmp_path)  # a directory without config.json
+
+
+# ------------------------------------------------------------ several cameras, one forward pass
+class BatchPredictor(FakePredictor):
+    """FakePredictor with a fixed network size: `predict_batch` records each forward pass."""
+
+    def __init__(self, fail_on=None):
+        super().__init__()
+        self.batches = []
+        self.fail_on = fail_on
+
+    def network_size(self, height, width):
+        return (32, 48)
+
+    def predict_batch(self, images):
+        self.batches.append([im.shape[:2] for im in images])
+        if self.fail_on is not None and len(self.batches) == self.fail_on:
+            raise RuntimeError("forward pass failed")
+        return [self.predict(im) for im in images]
+
+
+def test_run_batch_one_forward_pass_for_cameras_of_different_sizes():
+    predictor = BatchPredictor()
+    pipe = FramePipeline(predictor)
+    pipe.set_camera_info(SimpleNamespace(width=6, height=4, k=[5.0, 0, 2.5, 0, 5.0, 1.5, 0, 0, 1],
+                                         d=[], distortion_model="plumb_bob"), "front")
+    front, _ = image_msg(h=4, w=6, frame_id="front_optical")
+    left, _ = image_msg(h=8, w=10, sec=11, frame_id="left_optical")
+    results = pipe.run_batch([FrameInput(front, camera="front"), FrameInput(left, camera="left")])
+    assert predictor.batches == [[(4, 6), (8, 10)]]  # one forward pass for both
+    r_front, r_left = results
+    assert (r_front.camera, r_front.frame_id, r_front.input_size) == ("front", "front_optical",
+                                                                      (6, 4))
+    assert (r_left.camera, r_left.frame_id, r_left.output_size) == ("left", "left_optical",
+                                                                    (10, 8))
+    assert r_left.outputs.fields[DEPTH]["width"] == 10  # outputs back at each camera's size
+    # each camera has its own calibration: front has one, left none (no points)
+    assert POINTS in r_front.outputs.fields and POINTS not in r_left.outputs.fields
+    assert pipe.calibration("front").intrinsics.fx == 5.0 and pipe.calibration("left") is None
+
+
+def test_run_batch_bad_frame_fails_alone_and_forward_failure_fails_the_batch():
+    predictor = BatchPredictor(fail_on=2)
+    wanted = {"front": frozenset({DEPTH}), "left": frozenset({LABELS}), "idle": frozenset()}
+    pipe = FramePipeline(predictor, wanted=lambda camera: wanted[camera])
+    good, _ = image_msg()
+    bad, _ = image_msg(encoding="yuv9000")
+    results = pipe.run_batch([FrameInput(bad, camera="front"), FrameInput(good, camera="left"),
+                              FrameInput(good, camera="idle")])
+    assert isinstance(results[0], ImageConversionError)
+    assert set(results[1].outputs.fields) == {LABELS}  # left's wanted outputs only
+    assert results[2] is None  # nothing wanted from "idle": skipped, not predicted
+    assert predictor.batches == [[(4, 6)]]
+    results = pipe.run_batch([FrameInput(good, camera="front"), FrameInput(good, camera="left")])
+    assert [str(r) for r in results] == ["forward pass failed"] * 2
+
+
+def test_warnings_once_per_kind_and_camera():
+    messages = []
+    pipe = FramePipeline(FakePredictor(), wanted=lambda camera: frozenset({POINTS}),
+                         on_warning=lambda key, message: messages.append((key, message)))
+    msg, _ = image_msg()
+    for camera in ("front", "front", "left", ""):
+        pipe.run(FrameInput(msg, camera=camera))
+    assert [key for key, _ in messages] == ["no_intrinsics"] * 3
+    assert messages[0][1].startswith("camera 'front': no camera_info received")
+    assert messages[1][1].startswith("camera 'left': no camera_info received")
+    assert messages[2][1].startswith("no camera_info received")  # the single camera: no name
+
+
+# ------------------------------------------------------------------------------ rectification
+class DepthFromGrey(FakePredictor):
+    """A model that reads metric depth off the image: z = grey / 40 (m)."""
+
+    def predict(self, rgb):
+        prediction = super().predict(rgb)
+        prediction.depth = rgb[..., 0].astype(np.float32) / 40.0
+        return prediction
+
+
+def distorted_plane_frame():
+    from distorted_camera import H, W, raw_plane_depth
+
+    grey = np.round(raw_plane_depth("plumb_bob") * 40.0).clip(0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0), frame_id="cam")
+    return SimpleNamespace(header=header, height=H, width=W, encoding="rgb8", is_bigendian=0,
+                           step=W * 3, data=rgb.tobytes())
+
+
+def cloud_points(result) -> np.ndarray:
+    from xnet_ros.geometry import unpack_pointcloud
+
+    pc = result.outputs.fields[POINTS]
+    cloud = unpack_pointcloud(pc.data, pc.fields, pc.point_step, pc.height, pc.width)
+    xyz = np.stack([cloud[k] for k in "xyz"], -1).reshape(-1, 3).astype(np.float64)
+    return xyz[np.isfinite(xyz).all(1)]
+
+
+def test_distorted_camera_is_rectified_and_its_plane_stays_a_plane():
+    from distorted_camera import CX, CY, FX, FY, PLANE, camera_info, plane_fit
+
+    p = (0.9 * FX, 0.0, CX, 0.0, 0.0, 0.9 * FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0)
+    pipe = FramePipeline(DepthFromGrey(), FrameSettings(points_stride=1, min_depth=0.1))
+    pipe.set_camera_info(camera_info("plumb_bob", p=p))
+    result = pipe.run(FrameInput(distorted_plane_frame()))
+    coef, rms = plane_fit(cloud_points(result))
+    # the depth image is quantised to 1/40 m: the fit is good to about that
+    np.testing.assert_allclose(coef, PLANE, atol=0.02)
+    assert rms < 0.02
+    # outputs and depth/camera_info are in the rectified camera: P, no distortion
+    info = result.outputs.fields[DEPTH_INFO]
+    assert info["k"] == [0.9 * FX, 0.0, CX, 0.0, 0.9 * FY, CY, 0.0, 0.0, 1.0]
+    assert info["d"] == [] and info["distortion_model"] == "plumb_bob"
+    assert info["p"][:3] == [0.9 * FX, 0.0, CX]
+    # rectify off: the same frame taken as a pinhole image is bent (one warning says so)
+    warnings = []
+    pipe.on_warning = lambda key, message: warnings.append(key)
+    pipe.settings = FrameSettings(points_stride=1, min_depth=0.1, rectify="off")
+    unrectified = pipe.run(FrameInput(distorted_plane_frame()))
+    assert plane_fit(cloud_points(unrectified))[1] > 0.03
+    assert unrectified.outputs.fields[DEPTH_INFO]["k"][0] == FX  # K, as received
+    assert warnings == ["distortion_ignored"]
+
+
+def test_camera_info_the_node_cannot_rectify_is_rejected_naming_the_model():
+    from distorted_camera import camera_info
+
+    pipe = FramePipeline(FakePredictor())
+    pipe.set_camera_info(camera_info("plumb_bob"))
+    with pytest.raises(ValueError, match="'fisheye_x' cannot be rectified"):
+        pipe.set_camera_info(camera_info("fisheye_x", d=(0.1, 0.0, 0.0, 0.0)))
+    assert pipe.calibration().distortion_model == "plumb_bob"  # the previous one stays
+    pipe.settings = FrameSettings(rectify="off")  # used as a pinhole camera (K) instead
+    assert pipe.set_camera_info(camera_info("fisheye_x", d=(0.1, 0.0, 0.0, 0.0))).distorted

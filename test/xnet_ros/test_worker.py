@@ -235,3 +235,169 @@ def test_delivery_time_counts_in_post_and_total_latency_and_wait_idle_waits_for_
     # SlowPredictor's timings: pre 1, infer 10, post 2, total 14 (ms)
     assert (lat["pre_ms"].last, lat["infer_ms"].last) == (1.0, 10.0)
     assert (lat["post_ms"].last, lat["total_ms"].last) == (7.0, 19.0)
+
+
+# ----------------------------------------------------------------------- several cameras
+class BatchRecorder:
+    """A fake batched pipeline: items are (camera, i); "bad" cameras fail, each call waits for
+    a permit (gated) or sleeps `delay`, and records the cameras of every batch."""
+
+    def __init__(self, delay: float = 0.0, gated: bool = False, bad=("broken",)):
+        self.delay, self.gated, self.bad = delay, gated, set(bad)
+        self.permits = threading.Semaphore(0)
+        self.started = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def __call__(self, items):
+        self.started.set()
+        if self.gated:
+            assert self.permits.acquire(timeout=10.0)
+        time.sleep(self.delay)
+        self.batches.append([camera for camera, _ in items])
+        timings = {"pre_ms": 1.0, "infer_ms": 10.0, "post_ms": 2.0, "total_ms": 14.0}
+        return [ValueError(f"bad frame of {camera}") if camera in self.bad
+                else SimpleNamespace(timings=dict(timings)) for camera, _ in items]
+
+
+def test_one_batch_takes_the_pending_frame_of_every_camera():
+    fake = BatchRecorder(gated=True)
+    delivered = []
+    w = InferenceWorker(fake, batched=True, max_batch=3, cameras=("a", "b", "c"),
+                        on_done=lambda item, result, exc, s: delivered.append((item, s)))
+    w.start()
+    try:
+        w.submit(("a", 0), "a")
+        assert fake.started.wait(5.0)  # a alone is being processed
+        for i in (1, 2):  # b twice: the second replaces the first
+            w.submit(("b", i), "b")
+        w.submit(("c", 1), "c")
+        w.submit(("a", 1), "a")
+        s = w.snapshot()
+        assert (s.received, s.pending, s.processing, s.in_flight, s.dropped) == (5, 3, 1, 4, 1)
+        assert s.cameras["a"].in_flight == 2 and s.cameras["b"].dropped == 1 and s.balanced
+        fake.permits.release(2)
+        assert w.wait_idle(5.0)
+    finally:
+        assert w.stop(5.0)
+    assert fake.batches == [["a"], ["b", "c", "a"]]  # longest-waiting camera first
+    assert [item for item, _ in delivered] == [("a", 0), ("b", 2), ("c", 1), ("a", 1)]
+    # each delivery sees its own camera's counters, which already count it
+    assert [(s.received, s.processed) for _, s in delivered] == [(2, 1), (2, 1), (1, 1), (2, 2)]
+    s = w.snapshot()
+    assert (s.received, s.processed, s.dropped, s.in_flight) == (5, 4, 1, 0)
+    assert {c: (x.received, x.processed, x.dropped) for c, x in s.cameras.items()} == {
+        "a": (2, 2, 0), "b": (2, 1, 1), "c": (1, 1, 0)}
+
+
+def test_with_a_small_max_batch_the_longest_waiting_camera_goes_first():
+    fake = BatchRecorder(gated=True)
+    w = InferenceWorker(fake, batched=True, max_batch=1, cameras=("fast", "slow"))
+    w.start()
+    try:
+        w.submit(("fast", 0), "fast")
+        assert fake.started.wait(5.0)
+        w.submit(("slow", 0), "slow")  # waits from now on
+        for i in range(1, 4):  # fast keeps replacing its frame: it keeps its later start
+            w.submit(("fast", i), "fast")
+        fake.permits.release(1)  # -> fast 0 done
+        assert wait_for(lambda: len(fake.batches) == 1)
+        fake.permits.release(2)
+        assert w.wait_idle(5.0)
+    finally:
+        w.stop(5.0)
+    assert fake.batches == [["fast"], ["slow"], ["fast"]]
+
+
+def wait_for(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+def feed(w: InferenceWorker, camera: str, hz: float, seconds: float, snapshots: list) -> None:
+    for i in range(int(hz * seconds)):
+        w.submit((camera, i), camera)
+        if i % 5 == 0:
+            snapshots.append(w.snapshot())
+        time.sleep(1.0 / hz)
+
+
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_a_5_hz_camera_is_not_starved_by_a_30_hz_camera(max_batch):
+    """30 Hz + 5 Hz into a worker that takes 60 ms per batch (can serve at most ~17 batches/s).
+    With one frame per batch the fast camera loses frames, the slow one (nearly) none: its
+    frame waits at most a batch or two, never until the next one replaces it."""
+    fake = BatchRecorder(delay=0.06)
+    w = InferenceWorker(fake, batched=True, max_batch=max_batch, cameras=("fast", "slow"))
+    w.start()
+    snapshots: list = []
+    feeders = [threading.Thread(target=feed, args=(w, cam, hz, 2.0, snapshots))
+               for cam, hz in (("fast", 30.0), ("slow", 5.0))]
+    try:
+        for t in feeders:
+            t.start()
+        for t in feeders:
+            t.join()
+        assert w.wait_idle(5.0)
+        s = w.snapshot()
+    finally:
+        w.stop(5.0)
+    fast, slow = s.cameras["fast"], s.cameras["slow"]
+    assert (fast.received, slow.received) == (60, 10)
+    assert slow.processed >= 9 and slow.dropped <= 1, slow  # one stall of the machine allowed
+    assert fast.processed >= 15 and fast.dropped > 0, fast
+    for snap in snapshots + [s]:  # per camera and in total, at every moment
+        assert snap.balanced and all(c.balanced for c in snap.cameras.values()), snap
+    if max_batch == 2:  # both cameras share forward passes
+        assert any(sorted(b) == ["fast", "slow"] for b in fake.batches)
+    assert all(len(b) <= max_batch and len(set(b)) == len(b) for b in fake.batches)
+
+
+def test_a_broken_camera_never_stops_the_others():
+    errors = []
+    fake = BatchRecorder(delay=0.005)
+    w = InferenceWorker(fake, batched=True, max_batch=3, cameras=("front", "broken", "left"),
+                        on_done=lambda item, r, exc, s: exc and errors.append((item, s.failed)))
+    w.start()
+    try:
+        for i in range(20):
+            for camera in ("front", "broken", "left"):
+                w.submit((camera, i), camera)
+            assert w.wait_idle(5.0)
+        s = w.snapshot()
+    finally:
+        w.stop(5.0)
+    assert s.cameras["broken"].failed == 20 and s.cameras["broken"].processed == 0
+    assert "bad frame of broken" in s.cameras["broken"].last_error
+    for camera in ("front", "left"):
+        c = s.cameras[camera]
+        assert (c.received, c.processed, c.failed, c.last_error) == (20, 20, 0, "")
+    assert [n for _, n in errors] == list(range(1, 21))  # "N failed so far", per camera
+    assert s.failed == 20 and s.processed == 40 and s.balanced
+
+
+def test_a_failing_forward_pass_fails_its_batch_and_the_worker_goes_on():
+    calls = []
+
+    def process(items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: out of memory")
+        return [SimpleNamespace(timings={"infer_ms": 3.0}) for _ in items]
+
+    w = InferenceWorker(process, batched=True, max_batch=2, cameras=("a", "b"))
+    w.start()
+    try:
+        w.submit("x", "a")
+        w.submit("y", "b")
+        assert wait_for(lambda: w.snapshot().failed + w.snapshot().processed == 2)
+        w.submit("z", "a")
+        assert w.wait_idle(5.0)
+        s = w.snapshot()
+    finally:
+        w.stop(5.0)
+    assert s.failed == calls[0] and s.processed == 3 - calls[0] and s.balanced
+    assert "out of memory" in s.last_error and w.snapshot("a").latency["infer_ms"].last == 3.0

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS, tune_malloc
-from ..params import CLASS_TABLE_TOPIC, NodeParams
+from ..params import CLASS_TABLE_TOPIC, RECTIFY_CHOICES, NodeParams
 from ..pipeline import FrameSettings, ModelLoadError
 from .io import STORAGES, BagError
 
@@ -34,11 +34,23 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, infer: bool) -> None:
     parser.add_argument("bag", type=Path, help="rosbag2 directory, or a .mcap / .db3 file")
     parser.add_argument("--model", required=True, type=Path, help="saved xNet model directory")
-    parser.add_argument("--image-topic", required=True,
-                        help="sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument("--image-topic", required=True, action="append",
+                        help="sensor_msgs/Image or CompressedImage topic; repeat it for several "
+                        "cameras (one pass, one forward pass per batch of one frame per camera)")
+    parser.add_argument("--camera-info-topic", action="append", default=None,
+                        help="CameraInfo topic (default: <image topic's namespace>/camera_info "
+                        "if present); with several --image-topic, one per image topic, in order")
+    parser.add_argument("--no-camera-info", action="store_true",
+                        help="ignore camera info: no rectification"
+                        + (", no depth/camera_info, no points" if infer else ""))
+    parser.add_argument("--rectify", choices=RECTIFY_CHOICES, default=NodeParams().rectify,
+                        help="auto: undistort images whose camera info has distortion, as the "
+                        "node does (default); off: use them as they are")
+    parser.add_argument("--max-batch", type=int, default=0, metavar="N",
+                        help="frames per forward pass (default: one per camera)")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="use every N-th image (default: all)")
     parser.add_argument("--backend", default="torch", help="inference backend (default: torch)")
@@ -55,17 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="run the model over a bag, write the node's topics",
                            description="Run the model on the images of a bag and write a new "
                            "bag with what xnet_node publishes (same topics, stamps, frame_ids).")
-    _common(infer)
+    _common(infer, infer=True)
     infer.add_argument("--out", required=True, type=Path, help="output bag directory (new)")
-    infer.add_argument("--camera-info-topic", default=None,
-                       help="CameraInfo topic (default: <image topic's namespace>/camera_info "
-                       "if present)")
-    infer.add_argument("--no-camera-info", action="store_true",
-                       help="ignore camera info: no depth/camera_info, no points")
     infer.add_argument("--storage", choices=STORAGES, default="mcap")
     infer.add_argument("--copy-input", action="store_true",
                        help="also copy every input topic, unchanged")
-    infer.add_argument("--out-namespace", default="/xnet", help="namespace of the outputs")
+    infer.add_argument("--out-namespace", default="/xnet", help="namespace of the outputs "
+                       "(with several cameras: <namespace>/<camera>/...)")
     for name, flag in OUTPUT_FLAGS.items():
         infer.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True,
                            help=f"write <namespace>/{name} (default: yes)")
@@ -95,10 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Match images with GT depth (32FC1 m / 16UC1 mm) and/or GT "
                         "labels (mono8/mono16, 255 = ignore) by header stamp; write "
                         "metrics.json, report.md and plots.")
-    _common(ev)
-    ev.add_argument("--depth-topic", default=None, help="GT depth Image topic")
-    ev.add_argument("--labels-topic", default=None, help="GT label Image topic")
-    ev.add_argument("--report", required=True, type=Path, help="report directory")
+    _common(ev, infer=False)
+    ev.add_argument("--depth-topic", action="append", default=None,
+                    help="GT depth Image topic (one per --image-topic, in order)")
+    ev.add_argument("--labels-topic", action="append", default=None,
+                    help="GT label Image topic (one per --image-topic, in order)")
+    ev.add_argument("--report", required=True, type=Path,
+                    help="report directory (several cameras: one subdirectory each)")
     ev.add_argument("--match", choices=("exact", "nearest"), default="exact")
     ev.add_argument("--tolerance-ms", type=float, default=20.0,
                     help="max stamp difference for --match nearest (default: 20)")
@@ -134,7 +145,8 @@ def _settings(args: argparse.Namespace) -> FrameSettings:
                          points_stride=args.points_stride,
                          points_max_range=args.points_max_range,
                          points_organized=not args.points_unorganized,
-                         fallback_intrinsics=fallback, frame_id=args.frame_id)
+                         fallback_intrinsics=fallback, frame_id=args.frame_id,
+                         rectify=args.rectify)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -149,12 +161,15 @@ def _infer(args: argparse.Namespace) -> int:
         use_camera_info=not args.no_camera_info, every=args.every, storage=args.storage,
         copy_input=args.copy_input, namespace=args.out_namespace, outputs=outputs,
         class_table=args.class_table, settings=_settings(args), read_ahead=args.read_ahead,
-        quiet=args.quiet)
+        quiet=args.quiet, max_batch=args.max_batch)
     summary = run_infer(args.bag, args.out, predictor, opts)
     topics = ", ".join(f"{t} ({n})" for t, n in summary.written.items())
     model_share = summary.model_seconds / summary.seconds if summary.seconds else 0.0
+    batches = (f", {summary.batches} batched forward passes"
+               if summary.batches != summary.processed else "")
     print(f"{summary.processed} of {summary.images} images processed "
-          f"({summary.failed} failed) in {summary.seconds:.1f} s, {summary.fps:.2f} FPS "
+          f"({summary.failed} failed{batches}) in {summary.seconds:.1f} s, "
+          f"{summary.fps:.2f} FPS "
           f"(model {model_share:.0%} of the time); "
           f"wrote {args.out}: {topics}"
           + (f"; copied {summary.copied} input messages" if summary.copied else ""))
@@ -167,11 +182,21 @@ def _eval(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, args.backend, args.device)
     opts = EvalOptions(
         image_topic=args.image_topic, depth_topic=args.depth_topic,
-        labels_topic=args.labels_topic, match=args.match, tolerance_ms=args.tolerance_ms,
+        labels_topic=args.labels_topic, camera_info_topic=args.camera_info_topic,
+        use_camera_info=not args.no_camera_info, rectify=args.rectify,
+        max_batch=args.max_batch, match=args.match, tolerance_ms=args.tolerance_ms,
         crop=None if args.crop == "none" else args.crop, min_depth=args.min_depth,
         max_depth=args.max_depth, num_panels=args.num_panels, every=args.every,
         read_ahead=args.read_ahead, quiet=args.quiet)
     doc = run_eval(args.bag, args.report, predictor, opts)
+    for name, camera in (doc["cameras"].items() if "cameras" in doc else [("", doc)]):
+        print(f"{name + ': ' if name else ''}{_eval_line(camera)}; report in "
+              f"{args.report / name.replace('/', '_') if name else args.report}")
+    interrupted = doc["read_error"] == "interrupted"
+    return _status(None if interrupted else doc["read_error"], interrupted)
+
+
+def _eval_line(doc: dict) -> str:
     c = doc["counts"]
     parts = [f"{c['images']} images: {c['matched']} matched, {c['partial']} partial, "
              f"{c['without_gt']} without GT, {c['failed']} failed"]
@@ -180,9 +205,7 @@ def _eval(args: argparse.Namespace) -> int:
                      f"d1 {doc['depth']['d1']:.4f} over {doc['depth']['count']} images")
     if doc["segmentation"] is not None:
         parts.append(f"mIoU {doc['segmentation']['mIoU']:.4f}")
-    print("; ".join(parts) + f"; report in {args.report}")
-    interrupted = doc["read_error"] == "interrupted"
-    return _status(None if interrupted else doc["read_error"], interrupted)
+    return "; ".join(parts)
 
 
 def _status(read_error: str | None, interrupted: bool) -> int:

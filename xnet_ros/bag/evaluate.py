@@ -1,21 +1,21 @@
 """`xnet bag eval`: the model's predictions against ground truth stored in a bag.
 
-Each image is paired with a GT depth image (32FC1 metres, or 16UC1/mono16 millimetres) and/or a
-GT label image (mono8/mono16, 255 = ignore) by header stamp: equal stamps (`exact`), or the
-closest stamp within a tolerance (`nearest`). Depth metrics (`xnet_model.metrics.depth_metrics`)
-are computed per image and averaged over images, segmentation is accumulated over the dataset.
-Frames without GT are counted and listed, never dropped silently.
-
-The bag is read in one pass: images wait (with their prediction) until every GT topic has moved
-past their stamp plus the tolerance, so stamps are assumed to grow with bag time, roughly.
+Each `--image-topic` is a camera with its own GT topics (`--depth-topic` / `--labels-topic`, one
+per image topic, in order) and scores (`scoring.CameraScore`: matching by stamp, metrics,
+panels). The bag is read in one pass: frames of all cameras are decoded, rectified like the
+node does when their camera_info has distortion (`--rectify auto`; the GT then goes through the
+same maps, nearest neighbour), and batched into one forward pass (one frame per camera). One
+camera writes its report into `--report`; several write one subdirectory each plus a summary.
+Stamps are assumed to grow with bag time, roughly.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,38 +23,50 @@ from typing import Any
 import cv2
 import numpy as np
 
-from xnet_model.metrics import (
-    DEPTH_CROPS,
-    DepthMetricAccumulator,
-    SegmentationMetric,
-    crop_mask,
-    depth_metrics,
-)
+from xnet_model.metrics import DEPTH_CROPS, json_safe
 
-from ..conversions import image_to_array
-from ..pipeline import decode_image, stamp_ns
+from ..outputs import DEPTH
+from ..pipeline import FrameInput, FramePipeline, FrameSettings, stamp_ns
+from ..rectify import RectifierCache
+from .cameras import (
+    CameraInfoIndex,
+    FrameBatcher,
+    as_list,
+    camera_info_topic,
+    camera_names,
+    load_camera_infos,
+)
 from .infer import IMAGE_TYPES
-from .io import BagError, BagReader, BagReadError, progress_bar, read_ahead
+from .io import BagError, BagReader, BagReadError, Topic, progress_bar, read_ahead
 from .messages import COMPRESSED_IMAGE, IMAGE
 from .report import ReportWriter
+from .scoring import (
+    IGNORE_LABEL,
+    CameraScore,
+    StampMatcher,
+    WaitingFrame,
+    gt_depth_metres,
+    gt_labels,
+    panel_positions,
+)
+
+__all__ = ["EvalOptions", "StampMatcher", "run_eval"]
 
 log = logging.getLogger(__name__)
 
-DEPTH_UNITS = {"32FC1": 1, "16UC1": 1000, "mono16": 1000}  # GT encoding -> units per metre
-SATURATED_MM = 65535  # "65.535 m or more": no measurement, like 0
-LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
 MATCH_MODES = ("exact", "nearest")
-MAX_WAITING = 64  # images held for their GT before they are evaluated with what has arrived
-MAX_BUFFERED_GT = 64  # GT messages held per topic
-ERROR_SAMPLES_PER_FRAME = 4000  # pixels per frame kept for the error histogram
 MAX_LOGGED_FAILURES = 3
 
 
 @dataclass
 class EvalOptions:
-    image_topic: str
-    depth_topic: str | None = None
-    labels_topic: str | None = None
+    image_topic: str | Sequence[str]  # several: one camera each
+    depth_topic: str | Sequence[str] | None = None  # one per image topic
+    labels_topic: str | Sequence[str] | None = None
+    camera_info_topic: str | Sequence[str] | None = None  # None: the siblings, if any
+    use_camera_info: bool = True
+    rectify: str = "auto"
+    max_batch: int = 0  # frames per forward pass; 0 = the number of cameras
     match: str = "exact"
     tolerance_ms: float = 20.0  # `nearest` only
     crop: str | None = None
@@ -66,77 +78,35 @@ class EvalOptions:
     quiet: bool = False
 
 
-def gt_depth_metres(msg: Any) -> np.ndarray:
-    """A GT depth Image in metres (float32). 0 and NaN stay invalid; a saturated 16-bit value
-    (65535 mm) becomes NaN, since the true depth beyond 65.5 m is unknown."""
-    units = DEPTH_UNITS.get(msg.encoding)
-    if units is None:
-        raise ValueError(f"GT depth encoding {msg.encoding!r} is not one of "
-                         f"{', '.join(DEPTH_UNITS)}")
-    depth = image_to_array(msg)
-    if units == 1:
-        return depth
-    metres = depth.astype(np.float32) / np.float32(units)
-    metres[depth == SATURATED_MM] = np.nan
-    return metres
-
-
-def gt_labels(msg: Any) -> np.ndarray:
-    if msg.encoding not in LABEL_ENCODINGS:
-        raise ValueError(f"GT label encoding {msg.encoding!r} is not one of "
-                         f"{', '.join(LABEL_ENCODINGS)}")
-    return image_to_array(msg)
-
-
-class StampMatcher:
-    """GT arrays by header stamp, paired with image stamps (exact, or nearest within tolerance)."""
-
-    def __init__(self, tolerance_ns: int, nearest: bool):
-        self.tolerance_ns = tolerance_ns if nearest else 0
-        self.nearest = nearest
-        self.items: dict[int, np.ndarray] = {}
-        self.latest: int | None = None
-
-    def add(self, stamp: int, value: np.ndarray) -> None:
-        self.items[stamp] = value
-        self.latest = stamp if self.latest is None else max(self.latest, stamp)
-        if len(self.items) > MAX_BUFFERED_GT:
-            del self.items[min(self.items)]
-
-    def settled(self, stamp: int) -> bool:
-        """No later GT message can give `stamp` a better match."""
-        return stamp in self.items or (self.latest is not None and
-                                       self.latest > stamp + self.tolerance_ns)
-
-    def match(self, stamp: int) -> tuple[int, np.ndarray] | None:
-        if stamp in self.items:
-            return stamp, self.items[stamp]
-        if not self.nearest or not self.items:
-            return None
-        best = min(self.items, key=lambda s: abs(s - stamp))
-        return (best, self.items[best]) if abs(best - stamp) <= self.tolerance_ns else None
-
-    def prune(self, before: int) -> None:
-        for stamp in [s for s in self.items if s < before - self.tolerance_ns]:
-            del self.items[stamp]
+@dataclass
+class EvalCamera:
+    name: str
+    image: Topic
+    gt: dict[str, Topic]  # kind (depth, labels) -> topic
+    info_topic: str | None
+    calibrations: CameraInfoIndex | None
+    score: CameraScore | None = None
+    gt_maps: RectifierCache = field(default_factory=RectifierCache)
+    index: int = -1  # position on the image topic
 
 
 @dataclass
-class WaitingFrame:
+class Pending:
+    """A decoded frame waiting for its batch's forward pass."""
+
+    camera: EvalCamera
     index: int
-    stamp: int
+    position: int  # among the camera's frames taken (panels)
     timestamp: int
-    depth: np.ndarray | None
-    labels: np.ndarray | None
-    rgb: np.ndarray | None  # kept only for frames that get a panel
+    decoded: Any
 
 
-@dataclass
-class Tally:
-    counts: Counter[str] = field(default_factory=Counter)
-    depth: DepthMetricAccumulator = field(default_factory=DepthMetricAccumulator)
-    errors: list[np.ndarray] = field(default_factory=list)
-    frames: list[dict[str, Any]] = field(default_factory=list)
+def _per_camera(value: str | Sequence[str] | None, n: int, flag: str) -> list[str | None]:
+    values = as_list(value)
+    if values and len(values) != n:
+        raise BagError(f"{len(values)} {flag} for {n} --image-topic: give one per image "
+                       "topic, in the same order")
+    return values or [None] * n
 
 
 class BagEvaluation:
@@ -159,241 +129,196 @@ class BagEvaluation:
         if not self.max_depth > opts.min_depth:
             raise BagError(f"need --max-depth > --min-depth, got {opts.min_depth} and "
                            f"{self.max_depth}")
-        self.num_classes, self.palette = meta.num_classes, meta.palette_array()
-        self.segmentation = (SegmentationMetric(self.num_classes, ignore_index=255)
-                             if opts.labels_topic else None)
-        self.tally = Tally()
-        self.rng = np.random.default_rng(0)
+        self.pipeline = FramePipeline(predictor, FrameSettings(rectify=opts.rectify),
+                                      wanted=lambda camera: frozenset({DEPTH}),
+                                      on_warning=lambda key, message: log.warning(message))
+        self._warned: set[str] = set()
 
     def run(self, bag_path: str | Path, report_dir: str | Path) -> dict[str, Any]:
         start = time.perf_counter()
-        opts = self.opts
         read_error = None
         with BagReader(bag_path) as bag:
-            image = bag.topic(opts.image_topic, IMAGE_TYPES, "image")
-            gt_topics = {kind: bag.topic(name, [IMAGE], f"GT {kind}")
-                         for kind, name in (("depth", opts.depth_topic),
-                                            ("labels", opts.labels_topic)) if name}
-            nearest = opts.match == "nearest"
-            tolerance_ns = int(round(opts.tolerance_ms * 1e6))
-            self.matchers = {kind: StampMatcher(tolerance_ns, nearest) for kind in gt_topics}
-            frames_total = (None if image.count is None
-                            else math.ceil(image.count / opts.every))
-            self.panel_indices = _panel_positions(frames_total, opts.num_panels)
-            self.report = report = ReportWriter(report_dir)
+            cameras = self._cameras(bag)
+            many = len(cameras) > 1
+            for cam in cameras:
+                total = (None if cam.image.count is None
+                         else math.ceil(cam.image.count / self.opts.every))
+                report = ReportWriter(Path(report_dir) / cam.name.replace("/", "_") if many
+                                      else report_dir)
+                cam.score = CameraScore(self.meta, self.opts, list(cam.gt), report,
+                                        panel_positions(total, self.opts.num_panels),
+                                        self.max_depth)
             try:
-                self._stream(bag, image, gt_topics, frames_total)
+                self._stream(bag, cameras)
             except BagReadError as exc:
                 read_error = str(exc)
                 log.error("%s", exc)
             except KeyboardInterrupt:
                 read_error = "interrupted"
-            for frame in self._drain_all():
-                self._evaluate(frame)
-        doc = self._document(bag_path, read_error, time.perf_counter() - start)
-        report.write(doc, self.tally.frames, self.tally.errors)
-        return doc
+            for cam in cameras:
+                cam.score.finish()
+        seconds = time.perf_counter() - start
+        model_path = str(getattr(self.predictor, "model_path", "") or "")
+        docs = {}
+        for cam in cameras:
+            topics = {"camera": cam.name, "image_topic": cam.image.name,
+                      "depth_topic": getattr(cam.gt.get("depth"), "name", None),
+                      "labels_topic": getattr(cam.gt.get("labels"), "name", None),
+                      "camera_info_topic": cam.info_topic if cam.calibrations else None}
+            docs[cam.name] = cam.score.document(str(bag_path), model_path, topics, read_error,
+                                                seconds)
+            cam.score.report.write(docs[cam.name], cam.score.tally.frames,
+                                   cam.score.tally.errors)
+        if not many:
+            return docs[cameras[0].name]
+        return self._summary(Path(report_dir), str(bag_path), model_path, docs, read_error,
+                             seconds)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _cameras(self, bag: BagReader) -> list[EvalCamera]:
+        opts = self.opts
+        topics = as_list(opts.image_topic)
+        n = len(topics)
+        depth = _per_camera(opts.depth_topic, n, "--depth-topic")
+        labels = _per_camera(opts.labels_topic, n, "--labels-topic")
+        infos = _per_camera(opts.camera_info_topic, n, "--camera-info-topic")
+        images = [bag.topic(t, IMAGE_TYPES, "image") for t in topics]
+        cameras = []
+        for i, name in enumerate(camera_names([image.name for image in images])):
+            gt = {kind: bag.topic(topic, [IMAGE], f"GT {kind}")
+                  for kind, topic in (("depth", depth[i]), ("labels", labels[i])) if topic}
+            info, calibrations = None, None
+            if opts.use_camera_info:
+                info, reason = camera_info_topic(bag, images[i], infos[i])
+                if info is not None:
+                    calibrations, problem = load_camera_infos(bag, info, opts.rectify)
+                    if not calibrations and problem:
+                        log.warning("no usable camera_info on %s (%s): images not rectified",
+                                    info, problem)
+            cameras.append(EvalCamera(name, images[i], gt, info, calibrations or None))
+        return cameras
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _stream(self, bag: BagReader, image: Any, gt_topics: dict[str, Any],
-                frames_total: int | None) -> None:
-        kinds = {topic.name: kind for kind, topic in gt_topics.items()}
-        self.waiting: deque[WaitingFrame] = deque()
-        self.taken = 0  # frames taken (after --every)
-        index = -1
-        messages = read_ahead(bag.messages({image.name, *kinds}), self.opts.read_ahead)
-        with progress_bar(frames_total, "xnet bag eval", self.opts.quiet) as bar:
+    def _stream(self, bag: BagReader, cameras: list[EvalCamera]) -> None:
+        images = {cam.image.name: cam for cam in cameras}
+        gt = {topic.name: (cam, kind) for cam in cameras for kind, topic in cam.gt.items()}
+        counts = [cam.image.count for cam in cameras]
+        total = (None if None in counts
+                 else sum(math.ceil(n / self.opts.every) for n in counts))
+        batcher = FrameBatcher(self.opts.max_batch or len(cameras))
+        messages = read_ahead(bag.messages({*images, *gt}), self.opts.read_ahead)
+        with progress_bar(total, "xnet bag eval", self.opts.quiet) as bar:
             try:
                 for topic, timestamp, raw in messages:
-                    if topic in kinds:
-                        self._add_gt(bag, kinds[topic], topic, raw)
+                    if topic in gt:
+                        self._add_gt(bag, *gt[topic], topic, raw)
                     else:
-                        index += 1
-                        self.tally.counts["messages_on_image_topic"] += 1
-                        if index % self.opts.every == 0:
-                            self._add_image(bag, image, index, timestamp, raw)
+                        pending = self._add_image(bag, images[topic], timestamp, raw)
+                        if pending is not None:
+                            for batch in batcher.add(pending, pending.camera.name):
+                                self._predict(batch)
                             bar.update()
-                    self._evaluate_settled()
+                    for cam in cameras:
+                        cam.score.evaluate_settled()
+                self._predict(batcher.take())
             finally:
                 messages.close()  # type: ignore[attr-defined]
 
-    def _add_gt(self, bag: BagReader, kind: str, topic: str, raw: Any) -> None:
+    def _add_gt(self, bag: BagReader, cam: EvalCamera, kind: str, topic: str,
+                raw: Any) -> None:
+        counts = cam.score.tally.counts
         try:
             msg = bag.deserialize(raw, IMAGE)
             value = gt_depth_metres(msg) if kind == "depth" else gt_labels(msg)
+            stamp = stamp_ns(msg.header.stamp)
+            value = self._rectified_gt(cam, kind, stamp, value)
         except Exception as exc:  # a bad GT message is counted, not fatal
-            self.tally.counts[f"{kind}_gt_failed"] += 1
-            if self.tally.counts[f"{kind}_gt_failed"] <= MAX_LOGGED_FAILURES:
+            counts[f"{kind}_gt_failed"] += 1
+            if counts[f"{kind}_gt_failed"] <= MAX_LOGGED_FAILURES:
                 log.warning("GT message on %s skipped: %s", topic, exc)
             return
-        self.matchers[kind].add(stamp_ns(msg.header.stamp), value)
+        cam.score.add_gt(kind, stamp, value)
 
-    def _add_image(self, bag: BagReader, image: Any, index: int, timestamp: int,
-                   raw: Any) -> None:
-        position = self.taken
-        self.taken += 1
-        self.tally.counts["images"] += 1
+    def _rectified_gt(self, cam: EvalCamera, kind: str, stamp: int,
+                      value: np.ndarray) -> np.ndarray:
+        """GT in the camera the prediction is in: through the image's rectification maps."""
+        calib = cam.calibrations.lookup(stamp) if cam.calibrations else None
+        if calib is None or not calib.distorted or self.opts.rectify != "auto":
+            return value
+        height, width = value.shape[:2]
+        aspect = width / height
+        if abs(calib.width / calib.height - aspect) >= 0.01 * aspect:
+            if cam.name + kind not in self._warned:
+                self._warned.add(cam.name + kind)
+                log.warning("GT %s is %dx%d, the camera_info %dx%d: GT not rectified", kind,
+                            width, height, calib.width, calib.height)
+            return value
+        border = np.nan if kind == "depth" else IGNORE_LABEL
+        return cam.gt_maps.get(calib, height, width).rectify(value, cv2.INTER_NEAREST, border)
+
+    def _add_image(self, bag: BagReader, cam: EvalCamera, timestamp: int,
+                   raw: Any) -> Pending | None:
+        counts = cam.score.tally.counts
+        cam.index += 1
+        counts["messages_on_image_topic"] += 1
+        if cam.index % self.opts.every:
+            return None
+        position = cam.score.taken
+        cam.score.taken += 1
+        counts["images"] += 1
         try:
-            msg = bag.deserialize(raw, image.msgtype)
-            rgb = decode_image(msg, image.msgtype == COMPRESSED_IMAGE)
+            msg = bag.deserialize(raw, cam.image.msgtype)
+            calib = (cam.calibrations.lookup(stamp_ns(msg.header.stamp)) if cam.calibrations
+                     else None)
+            decoded = self.pipeline.decode(
+                FrameInput(msg, cam.image.msgtype == COMPRESSED_IMAGE, camera=cam.name),
+                camera_info=calib)
         except Exception as exc:  # a bad frame is counted, not fatal
-            self.tally.counts["failed"] += 1
-            if self.tally.counts["failed"] <= MAX_LOGGED_FAILURES:
-                log.warning("image %d on %s skipped: %s", index, image.name, exc)
+            counts["failed"] += 1
+            if counts["failed"] <= MAX_LOGGED_FAILURES:
+                log.warning("image %d on %s skipped: %s", cam.index, cam.image.name, exc)
+            return None
+        return Pending(cam, cam.index, position, timestamp, decoded)
+
+    def _predict(self, batch: list[Pending]) -> None:
+        """One forward pass for a batch; each frame then waits for its GT."""
+        if not batch:
             return
-        prediction = self.predictor.predict(rgb)
-        keep_rgb = position in self.panel_indices
-        self.waiting.append(WaitingFrame(index, stamp_ns(msg.header.stamp), timestamp,
-                                         prediction.depth, prediction.labels,
-                                         rgb if keep_rgb else None))
+        predictions = self.pipeline.predict([p.decoded for p in batch], at_image_size=True)
+        for p, prediction in zip(batch, predictions):
+            keep_rgb = p.position in p.camera.score.panel_indices
+            p.camera.score.add_frame(WaitingFrame(
+                p.index, stamp_ns(p.decoded.header.stamp), p.timestamp, prediction.depth,
+                prediction.labels, p.decoded.rgb if keep_rgb else None))
 
-    def _evaluate_settled(self) -> None:
-        """Evaluate the waiting frames whose GT cannot get better, then forget older GT."""
-        last = None
-        while self.waiting and (
-                len(self.waiting) > MAX_WAITING or
-                all(m.settled(self.waiting[0].stamp) for m in self.matchers.values())):
-            frame = self.waiting.popleft()
-            self._evaluate(frame)
-            last = frame.stamp
-        if last is not None:
-            oldest = min([last] + [f.stamp for f in self.waiting])
-            for matcher in self.matchers.values():
-                matcher.prune(oldest)
+    # -- several cameras --------------------------------------------------------------------
 
-    def _drain_all(self) -> list[WaitingFrame]:
-        frames = list(getattr(self, "waiting", ()))
-        self.waiting = deque()
-        return frames
-
-    # -- scoring ----------------------------------------------------------------------------
-
-    def _evaluate(self, frame: WaitingFrame) -> None:
-        tally, record = self.tally, {"index": frame.index, "stamp_ns": frame.stamp,
-                                     "bag_time_ns": frame.timestamp}
-        gt_depth = gt_label = pred_depth = pred_labels = None
-        found = []
-        if "depth" in self.matchers:
-            match = self.matchers["depth"].match(frame.stamp)
-            record["depth"] = None
-            if match is None:
-                tally.counts["depth_without_gt"] += 1
-            else:
-                gt_stamp, gt_depth = match
-                pred_depth = _resized(frame.depth, gt_depth.shape, cv2.INTER_LINEAR)
-                metrics = depth_metrics(pred_depth, gt_depth, min_depth=self.opts.min_depth,
-                                        max_depth=self.max_depth, crop=self.opts.crop)
-                record.update(depth_gt_stamp_ns=gt_stamp,
-                              depth_dt_ms=(gt_stamp - frame.stamp) / 1e6, depth=metrics)
-                found.append("depth")
-                tally.counts["depth_matched"] += 1
-                if tally.depth.add(metrics):
-                    tally.errors.append(self._error_sample(pred_depth, gt_depth))
-                else:
-                    tally.counts["depth_no_valid_pixels"] += 1
-        if "labels" in self.matchers:
-            match = self.matchers["labels"].match(frame.stamp)
-            record["pixel_acc"] = None
-            if match is None:
-                tally.counts["labels_without_gt"] += 1
-            else:
-                gt_stamp, gt_label = match
-                pred_labels = _resized(frame.labels, gt_label.shape, cv2.INTER_NEAREST)
-                self.segmentation.update(pred_labels, gt_label)
-                labelled = (gt_label != 255) & (gt_label < self.num_classes)
-                correct = np.count_nonzero((pred_labels == gt_label) & labelled)
-                total = np.count_nonzero(labelled)
-                record.update(labels_gt_stamp_ns=gt_stamp,
-                              labels_dt_ms=(gt_stamp - frame.stamp) / 1e6,
-                              pixel_acc=correct / total if total else None)
-                found.append("labels")
-                tally.counts["labels_matched"] += 1
-        status = ("matched" if len(found) == len(self.matchers) else
-                  "partial" if found else "without_gt")
-        tally.counts[status] += 1
-        record["gt"] = status
-        tally.frames.append(record)
-        if frame.rgb is not None:
-            if "depth" in self.matchers and pred_depth is None:
-                pred_depth = frame.depth
-            if "labels" in self.matchers and pred_labels is None:
-                pred_labels = frame.labels
-            self.report.panel(frame.index, frame.rgb, gt_depth, pred_depth, gt_label,
-                              pred_labels, self.opts.min_depth, self.max_depth, self.palette)
-
-    def _error_sample(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        """Signed error (pred - gt, metres) on a random subset of the pixels the metrics use."""
-        mask = crop_mask(gt.shape, self.opts.crop)
-        with np.errstate(invalid="ignore"):
-            mask &= np.isfinite(gt) & (gt > self.opts.min_depth) & (gt < self.max_depth)
-        idx = np.flatnonzero(mask)
-        if idx.size > ERROR_SAMPLES_PER_FRAME:
-            idx = self.rng.choice(idx, ERROR_SAMPLES_PER_FRAME, replace=False)
-        pred_values = np.nan_to_num(pred.reshape(-1)[idx].astype(np.float64),
-                                    nan=self.opts.min_depth, posinf=self.max_depth,
-                                    neginf=self.opts.min_depth)
-        pred_values = np.clip(pred_values, self.opts.min_depth, self.max_depth)
-        return (pred_values - gt.reshape(-1)[idx]).astype(np.float32)
-
-    def _document(self, bag_path: str | Path, read_error: str | None,
-                  seconds: float) -> dict[str, Any]:
-        tally, opts = self.tally, self.opts
-        counts = {key: tally.counts[key] for key in
-                  ("images", "matched", "partial", "without_gt", "failed",
-                   "messages_on_image_topic")}
-        for kind in self.matchers:
-            counts[kind] = {"matched": tally.counts[f"{kind}_matched"],
-                            "without_gt": tally.counts[f"{kind}_without_gt"],
-                            "gt_failed": tally.counts[f"{kind}_gt_failed"]}
-        depth = None
-        if "depth" in self.matchers:
-            counts["depth"]["no_valid_pixels"] = tally.counts["depth_no_valid_pixels"]
-            depth = tally.depth.compute()
-        segmentation = None
-        if self.segmentation is not None:
-            seg = self.segmentation.compute()
-            names = self.meta.class_names
-            segmentation = {
-                "mIoU": seg["mIoU"], "mAcc": seg["mAcc"], "aAcc": seg["aAcc"],
-                "classes": [{"id": i, "name": names[i], "IoU": seg["IoU"][i],
-                             "Acc": seg["Acc"][i]} for i in range(self.num_classes)],
-            }
-        return {
-            "bag": str(bag_path),
-            "model": {"name": self.meta.name,
-                      "path": str(getattr(self.predictor, "model_path", "") or "")},
-            "settings": {
-                "image_topic": opts.image_topic, "depth_topic": opts.depth_topic,
-                "labels_topic": opts.labels_topic, "match": opts.match,
-                "tolerance_ms": opts.tolerance_ms if opts.match == "nearest" else 0.0,
-                "crop": opts.crop, "min_depth": opts.min_depth, "max_depth": self.max_depth,
-                "every": opts.every,
-            },
-            "counts": counts,
-            "depth": depth,
-            "segmentation": segmentation,
-            "frames": tally.frames,
-            "read_error": read_error,
-            "seconds": seconds,
-        }
-
-
-def _resized(arr: np.ndarray | None, shape: tuple[int, ...], interpolation: int) -> np.ndarray:
-    if arr is None:
-        raise BagError("the model returned no prediction for a task being evaluated")
-    if arr.shape[:2] == tuple(shape[:2]):
-        return arr
-    return cv2.resize(arr, (shape[1], shape[0]), interpolation=interpolation)
-
-
-def _panel_positions(frames_total: int | None, num_panels: int) -> set[int]:
-    """Positions (among the frames taken) that get a panel: spread evenly, else the first."""
-    if num_panels <= 0:
-        return set()
-    if frames_total is None:
-        return set(range(num_panels))
-    return {int(round(x)) for x in np.linspace(0, max(frames_total - 1, 0), num_panels)}
+    def _summary(self, report_dir: Path, bag: str, model_path: str,
+                 docs: dict[str, dict[str, Any]], read_error: str | None,
+                 seconds: float) -> dict[str, Any]:
+        """metrics.json + report.md over all cameras (each has its own directory)."""
+        keys = ("settings", "counts", "depth", "segmentation")
+        doc = {"bag": bag, "model": {"name": self.meta.name, "path": model_path},
+               "cameras": {name: {k: d[k] for k in keys} for name, d in docs.items()},
+               "read_error": read_error, "seconds": seconds}
+        (report_dir / "metrics.json").write_text(
+            json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+        rows = ["| camera | images | matched | AbsRel | RMSE (m) | d1 | mIoU | report |",
+                "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for name, d in docs.items():
+            dep, seg, c = d["depth"] or {}, d["segmentation"] or {}, d["counts"]
+            cells = [f"{v:.4f}" if isinstance(v, float) else "–"
+                     for v in (dep.get("abs_rel"), dep.get("rmse"), dep.get("d1"),
+                               seg.get("mIoU"))]
+            subdir = name.replace("/", "_")
+            rows.append(f"| {name} | {c['images']} | {c['matched']} | {' | '.join(cells)} | "
+                        f"[{subdir}/report.md]({subdir}/report.md) |")
+        (report_dir / "report.md").write_text(
+            f"# xnet bag eval: {bag}\n\nModel {self.meta.name}, {len(docs)} cameras, "
+            f"{seconds:.1f} s.\n\n" + "\n".join(rows) + "\n")
+        return doc
 
 
 def run_eval(bag_path: str | Path, report_dir: str | Path, predictor: Any,

@@ -2,31 +2,40 @@
 
 Frames go through the node's own `xnet_ros.pipeline.FramePipeline`, stage by stage, and the
 outputs are written under the output namespace with the input image's header (stamp, frame_id)
-and bag timestamp. Three stages overlap: reading + decoding (read-ahead thread), the model
-(caller's thread), output building + serialisation + writing (write-behind thread).
+and bag timestamp. Three stages overlap: reading + decoding + rectification (read-ahead thread),
+the model (caller's thread), output building + serialisation + writing (write-behind thread).
+Several image topics (cameras, see `cameras.py`) are read in the same pass, their frames batched
+into one forward pass as the node does, and each camera's outputs written under
+`<namespace>/<camera>/`.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..geometry import Intrinsics
+from ..cameras import camera_topic
 from ..outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
 from ..params import CLASS_TABLE_TOPIC
 from ..pipeline import DecodedFrame, FrameInput, FramePipeline, FrameSettings, stamp_ns
+from .cameras import (
+    CameraInfoIndex,
+    FrameBatcher,
+    as_list,
+    camera_info_topic,
+    camera_names,
+    load_camera_infos,
+)
 from .io import BagError, BagReader, BagReadError, BagWriter, Topic, progress_bar, read_ahead
 from .messages import (
-    CAMERA_INFO,
     CLASS_TABLE,
     COMPRESSED_IMAGE,
     IMAGE,
@@ -43,9 +52,11 @@ MAX_LOGGED_FAILURES = 3
 
 @dataclass
 class InferOptions:
-    image_topic: str
-    camera_info_topic: str | None = None  # None: the image topic's sibling camera_info, if any
+    image_topic: str | Sequence[str]  # several: one camera each, batched
+    # None: each image topic's sibling camera_info, if any; else one per image topic
+    camera_info_topic: str | Sequence[str] | None = None
     use_camera_info: bool = True
+    max_batch: int = 0  # frames per forward pass; 0 = the number of cameras
     every: int = 1
     storage: str = "mcap"
     copy_input: bool = False
@@ -60,8 +71,9 @@ class InferOptions:
 
 @dataclass
 class InferSummary:
-    images: int = 0  # messages read on the image topic
+    images: int = 0  # messages read on the image topics
     processed: int = 0  # frames run through the model and written
+    batches: int = 0  # forward passes
     failed: int = 0  # frames whose image could not be decoded
     written: dict[str, int] = field(default_factory=dict)  # output topic -> messages
     copied: int = 0  # input messages copied (--copy-input)
@@ -78,9 +90,9 @@ class InferSummary:
 
 @dataclass
 class Frame:
-    index: int  # position on the image topic (before --every)
+    index: int  # position on its image topic (before --every)
     timestamp: int  # bag timestamp, ns
-    decoded: DecodedFrame
+    decoded: DecodedFrame  # .camera: whose
 
 
 @dataclass
@@ -93,45 +105,6 @@ class RawMessage:
 def output_topic(namespace: str, name: str) -> str:
     namespace = namespace.strip("/")
     return f"/{namespace}/{name}" if namespace else f"/{name}"
-
-
-class CameraInfoIndex:
-    """Intrinsics by header stamp: the latest at or before a stamp, else the nearest after."""
-
-    def __init__(self) -> None:
-        self._entries: list[tuple[int, Intrinsics]] = []
-        self._stamps: list[int] = []
-
-    def add(self, stamp: int, intrinsics: Intrinsics) -> None:
-        self._entries.append((stamp, intrinsics))
-        self._stamps = []  # re-sorted on the next lookup
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def lookup(self, stamp: int) -> Intrinsics | None:
-        if not self._entries:
-            return None
-        if not self._stamps:
-            self._entries.sort(key=lambda entry: entry[0])
-            self._stamps = [s for s, _ in self._entries]
-        i = bisect.bisect_right(self._stamps, stamp)
-        return self._entries[i - 1 if i else 0][1]
-
-
-def load_camera_infos(bag: BagReader, topic: str) -> tuple[CameraInfoIndex, str | None]:
-    """All usable camera infos on `topic` (a pre-pass: they are small), and why some were not."""
-    index, problem = CameraInfoIndex(), None
-    try:
-        for _, _, raw in bag.messages([topic]):
-            msg = bag.deserialize(raw, CAMERA_INFO)
-            try:
-                index.add(stamp_ns(msg.header.stamp), Intrinsics.from_camera_info(msg))
-            except ValueError as exc:
-                problem = str(exc)
-    except BagReadError:
-        pass  # the main pass meets the same damage and reports it
-    return index, problem
 
 
 class WriteBehind:
@@ -180,20 +153,23 @@ class BagInference:
             raise BagError(f"--every must be >= 1, got {opts.every}")
         self.opts = opts
         self.summary = InferSummary()
-        self.pipeline = FramePipeline(predictor, opts.settings, wanted=lambda: self.wanted,
+        self.pipeline = FramePipeline(predictor, opts.settings,
+                                      wanted=lambda camera: self.wanted[camera],
                                       on_warning=lambda key, message: self._warn(message))
-        self.wanted: frozenset[str] = frozenset()
+        self.wanted: dict[str, frozenset[str]] = {}  # per camera
+        self.topics: dict[str, str] = {}  # camera_topic(camera, output) -> bag topic
 
     def run(self, bag_path: str | Path, out_path: str | Path) -> InferSummary:
         start = time.perf_counter()
         with BagReader(bag_path) as bag:
-            image = bag.topic(self.opts.image_topic, IMAGE_TYPES, "image")
-            cameras = self._camera_infos(bag, image)
-            wanted = self._wanted_outputs(cameras)
-            self.topics = {name: output_topic(self.opts.namespace, name) for name in wanted}
+            self.cameras = self._cameras(bag)
+            for camera, (_, calibrations) in self.cameras.items():
+                self.wanted[camera] = frozenset(self._wanted_outputs(calibrations))
+                for name in self.wanted[camera]:
+                    key = camera_topic(camera, name)
+                    self.topics[key] = output_topic(self.opts.namespace, key)
             copy_topics = self._copy_topics(bag)
             self.factory = MessageFactory(bag.typestore)
-            self.wanted = frozenset(wanted)
             self.class_table = self._class_table_topic()
             writes = WriteBehind(self.opts.write_behind)
             try:
@@ -207,7 +183,7 @@ class BagInference:
                     msgdef, rihs01, qos = bag.connection_info(topic)
                     writes.call(self.writer.add_topic, topic, bag.topics[topic].msgtype,
                                 msgdef, rihs01, qos)
-                self._stream(bag, image, cameras, copy_topics, writes)
+                self._stream(bag, copy_topics, writes)
             except BagReadError as exc:
                 self.summary.read_error = str(exc)
             except KeyboardInterrupt:
@@ -230,7 +206,8 @@ class BagInference:
         self.summary.seconds = time.perf_counter() - start
         if self.summary.processed == 0 and not (self.summary.read_error or
                                                  self.summary.interrupted):
-            raise BagError(f"no image on {image.name} could be processed "
+            names = ", ".join(image.name for image, _ in self.cameras.values())
+            raise BagError(f"no image on {names} could be processed "
                            f"({self.summary.failed} failed to decode)")
         return self.summary
 
@@ -240,39 +217,43 @@ class BagInference:
         log.warning(message)
         self.summary.warnings.append(message)
 
-    def _camera_infos(self, bag: BagReader, image: Topic) -> CameraInfoIndex | None:
+    def _cameras(self, bag: BagReader) -> dict[str, tuple[Topic, CameraInfoIndex | None]]:
+        """camera name -> (its image topic, its camera infos or None)."""
+        topics = as_list(self.opts.image_topic)
+        infos = as_list(self.opts.camera_info_topic)
+        if infos and len(infos) != len(topics):
+            raise BagError(f"{len(infos)} --camera-info-topic for {len(topics)} "
+                           "--image-topic: give one per image topic, in the same order")
+        images = [bag.topic(t, IMAGE_TYPES, "image") for t in topics]
+        names = camera_names([image.name for image in images])
+        return {name: (image, self._camera_infos(bag, image, infos[i] if infos else None, name))
+                for i, (name, image) in enumerate(zip(names, images))}
+
+    def _camera_infos(self, bag: BagReader, image: Topic, given: str | None,
+                      camera: str) -> CameraInfoIndex | None:
         opts = self.opts
         if not opts.use_camera_info:
-            reason = "disabled by --no-camera-info"
-            name = None
-        elif opts.camera_info_topic:
-            name = bag.topic(opts.camera_info_topic, [CAMERA_INFO], "camera_info").name
+            name, reason = None, "disabled by --no-camera-info"
         else:
-            name = image.name.rsplit("/", 1)[0] + "/camera_info"
-            sibling = bag.topics.get(name)
-            if sibling is None or sibling.msgtype != CAMERA_INFO or sibling.count == 0:
-                reason = f"no --camera-info-topic given and no {CAMERA_INFO} on {name}"
-                name = None
-            else:
-                log.info("using camera info from %s", name)
+            name, reason = camera_info_topic(bag, image, given)
         if name is not None:
-            cameras, problem = load_camera_infos(bag, name)
-            if cameras:
-                return cameras
+            calibrations, problem = load_camera_infos(bag, name, opts.settings.rectify)
+            if calibrations:
+                return calibrations
             reason = f"no usable camera_info on {name}" + (f" ({problem})" if problem else "")
-        dropped = [output_topic(opts.namespace, n) for n in (DEPTH_INFO, POINTS)
-                   if n in opts.outputs]
+        dropped = [output_topic(opts.namespace, camera_topic(camera, n))
+                   for n in (DEPTH_INFO, POINTS) if n in opts.outputs]
         if opts.settings.fallback_intrinsics is not None:
             log.info("%s: using the intrinsics given on the command line", reason)
         elif dropped:
             self._warn(f"{reason}: {' and '.join(dropped)} are not written")
         return None
 
-    def _wanted_outputs(self, cameras: CameraInfoIndex | None) -> list[str]:
+    def _wanted_outputs(self, calibrations: CameraInfoIndex | None) -> list[str]:
         tasks = set(self.pipeline.meta.tasks)
         possible = set()
         if "depth" in tasks:
-            with_intrinsics = cameras or self.opts.settings.fallback_intrinsics
+            with_intrinsics = calibrations or self.opts.settings.fallback_intrinsics
             possible |= {DEPTH, DEPTH_INFO, POINTS} if with_intrinsics else {DEPTH}
         if "semantic" in tasks:
             possible |= {LABELS, COLOR}
@@ -289,24 +270,28 @@ class BagInference:
 
     # -- streaming --------------------------------------------------------------------------
 
-    def _read(self, bag: BagReader, image: Topic, cameras: CameraInfoIndex | None,
-              copy_topics: list[str]) -> Iterator[Frame | RawMessage]:
+    def _read(self, bag: BagReader, copy_topics: list[str]) -> Iterator[Frame | RawMessage]:
         copy = set(copy_topics)
-        index = -1
-        for topic, timestamp, raw in bag.messages(copy | {image.name}):
+        by_topic = {image.name: (camera, image, calibrations)
+                    for camera, (image, calibrations) in self.cameras.items()}
+        indices = dict.fromkeys(by_topic, -1)
+        for topic, timestamp, raw in bag.messages(copy | set(by_topic)):
             if topic in copy:
                 yield RawMessage(topic, timestamp, raw)
-            if topic != image.name:
+            if topic not in by_topic:
                 continue
-            index += 1
+            camera, image, calibrations = by_topic[topic]
+            indices[topic] += 1
+            index = indices[topic]
             self.summary.images += 1
             if index % self.opts.every:
                 continue
             try:
                 msg = bag.deserialize(raw, image.msgtype)
-                info = cameras.lookup(stamp_ns(msg.header.stamp)) if cameras else None
-                decoded = self.pipeline.decode(FrameInput(msg, image.msgtype == COMPRESSED_IMAGE),
-                                               camera_info=info)
+                info = calibrations.lookup(stamp_ns(msg.header.stamp)) if calibrations else None
+                decoded = self.pipeline.decode(
+                    FrameInput(msg, image.msgtype == COMPRESSED_IMAGE, camera=camera),
+                    camera_info=info)
             except Exception as exc:  # a bad frame is counted, not fatal
                 self.summary.failed += 1
                 if self.summary.failed <= MAX_LOGGED_FAILURES:
@@ -314,10 +299,12 @@ class BagInference:
                 continue
             yield Frame(index, timestamp, decoded)
 
-    def _stream(self, bag: BagReader, image: Topic, cameras: CameraInfoIndex | None,
-                copy_topics: list[str], writes: WriteBehind) -> None:
-        total = None if image.count is None else math.ceil(image.count / self.opts.every)
-        items = read_ahead(self._read(bag, image, cameras, copy_topics), self.opts.read_ahead)
+    def _stream(self, bag: BagReader, copy_topics: list[str], writes: WriteBehind) -> None:
+        counts = [image.count for image, _ in self.cameras.values()]
+        total = (None if None in counts
+                 else sum(math.ceil(n / self.opts.every) for n in counts))
+        batcher = FrameBatcher(self.opts.max_batch or len(self.cameras))
+        items = read_ahead(self._read(bag, copy_topics), self.opts.read_ahead)
         with progress_bar(total, "xnet bag infer", self.opts.quiet) as bar:
             try:
                 for item in items:
@@ -325,16 +312,26 @@ class BagInference:
                         writes.submit(self.writer.write_raw, item.topic, item.timestamp,
                                       item.data)
                         continue
-                    if self.summary.processed == 0 and self.class_table:
-                        writes.submit(self._write_class_table, item)
-                    start = time.perf_counter()
-                    prediction = self.pipeline.predict([item.decoded])[0]
-                    self.summary.model_seconds += time.perf_counter() - start
-                    writes.submit(self._write_frame, item, prediction)
-                    self.summary.processed += 1
-                    bar.update()
+                    for batch in batcher.add(item, item.decoded.camera):
+                        self._run_batch(batch, writes, bar)
+                self._run_batch(batcher.take(), writes, bar)
             finally:
                 items.close()  # type: ignore[attr-defined]
+
+    def _run_batch(self, batch: list[Frame], writes: WriteBehind, bar: Any) -> None:
+        """One forward pass for the frames of a batch, then their outputs to the writer."""
+        if not batch:
+            return
+        if self.summary.processed == 0 and self.class_table:
+            writes.submit(self._write_class_table, batch[0])
+        start = time.perf_counter()
+        predictions = self.pipeline.predict([frame.decoded for frame in batch])
+        self.summary.model_seconds += time.perf_counter() - start
+        self.summary.batches += 1
+        for frame, prediction in zip(batch, predictions):
+            writes.submit(self._write_frame, frame, prediction)
+            self.summary.processed += 1
+            bar.update()
 
     def _write_frame(self, frame: Frame, prediction: Any) -> None:
         decoded = frame.decoded
@@ -343,13 +340,13 @@ class BagInference:
             header = self.factory.header(stamp_ns(header.stamp), decoded.frame_id)
         result = self.pipeline.finish(decoded, prediction)
         for name, value in result.outputs.fields.items():
-            self.writer.write(self.topics[name], frame.timestamp,
+            self.writer.write(self.topics[camera_topic(decoded.camera, name)], frame.timestamp,
                               self.factory.from_output(value, header))
 
     def _class_table_topic(self) -> str | None:
         """Where the class table goes, if the model has classes and its type is known."""
         if not (self.opts.class_table and self.pipeline.meta.num_classes
-                and self.wanted & {LABELS, COLOR}):
+                and any(w & {LABELS, COLOR} for w in self.wanted.values())):
             return None
         if CLASS_TABLE not in self.factory.types:
             log.info("%s definition not found; no class table written", CLASS_TABLE)

@@ -1,0 +1,47 @@
+"""benchmarks/bench_multicam.py: the report it writes from measured rows (no nodes started)."""
+
+from __future__ import annotations
+
+from benchmarks.bench_multicam import markdown, proc_cpu_s, proc_memory, start_nodes, verdict
+
+
+def row(config, n, fps, rss):
+    return {"config": config, "cameras": n, "offered_fps": 10.0 * n, "fps": fps,
+            "latency_ms": "70", "rss_mb": rss, "peak_rss_mb": rss, "cpu_ms_per_frame": 50.0,
+            "load_before": 1.0, "load_after": 2.0}
+
+
+def test_verdict_compares_four_cameras_with_one_and_four_nodes():
+    rows = [row("separate", 1, 10.0, 1000.0), row("multi", 4, 30.0, 1200.0),
+            row("separate", 4, 25.0, 4000.0)]
+    # by hand: 1200 / 1000 = 1.20x; 4000 / 1000 = 4.00x; 30 >= 25
+    assert verdict(rows) == ("4 cameras: RSS 1200 MB = 1.20x one single-camera node (target "
+                             "<= 1.3x; four nodes: 4.00x); throughput 30.0 vs 25.0 frames/s "
+                             "for four nodes (target >=: met).")
+    assert verdict(rows[:2]) == ""  # not every configuration measured
+    table = markdown(rows).splitlines()
+    assert table[2] == ("| 1 | 1 single-camera node | 10.0 (10) | 70 | 1000 (1000) | 50 | "
+                        "1.0 → 2.0 |")
+    assert table[3].startswith("| 4 | one node, `cameras` x4 | 30.0 (40) |")
+
+
+def test_process_readers_and_node_command_lines(tmp_path, monkeypatch):
+    import os
+
+    assert proc_memory(os.getpid())["VmRSS"] > 1.0 and proc_cpu_s(os.getpid()) > 0.0
+    assert proc_memory(2**22 + 12345) == {}  # no such process
+    started = []
+
+    class FakePopen:
+        def __init__(self, args, **kwargs):
+            started.append(args)
+
+    monkeypatch.setattr("benchmarks.bench_multicam.subprocess.Popen", FakePopen)
+    start_nodes("multi", 2, tmp_path, {"device": "cuda"})
+    start_nodes("separate", 2, tmp_path)
+    tails = [a[a.index("--ros-args") + 1:] for a in started]
+    assert tails == [
+        ["-r", "__ns:=/bench", "-p", "cameras:=[cam0,cam1]", "-p", "log_period:=0.0", "-p",
+         "device:=cuda"],
+        ["-r", "__ns:=/bench/cam0", "-p", "log_period:=0.0"],
+        ["-r", "__ns:=/bench/cam1", "-p", "log_period:=0.0"]]
