@@ -1,7 +1,10 @@
-"""`make bench`: every component benchmark in one table (point clouds, synthetic data, bags).
+"""`make bench`: every component benchmark in one table (point clouds, synthetic data, bags,
+the node's per-frame overhead at 640x480, 1280x720 and 1920x1080, many cameras).
 
 Model/backends latency has its own command: `xnet bench` (see docs/runtime.md).
 Usage: python -m benchmarks.run_all [--append docs/benchmarks.md] [--only NAME,...]
+$XNET_SENSOR_MSGS_PY (a path to sensor_msgs_py/point_cloud2.py) adds the point-cloud comparison
+with sensor_msgs_py to bench_pointcloud.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import sys
 from xnet_model.runtime.bench import append_report, report_section
 from xnet_ros.outputs import tune_malloc
 
-SUITES = ("bench_pointcloud", "bench_synthetic", "bench_bag")
+SUITES = ("bench_pointcloud", "bench_synthetic", "bench_bag", "bench_node",
+          "bench_multicam")  # bench_multicam: ~5 min (node processes, 20 s windows)
 
 
 def _cell(value) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -128,15 +129,32 @@ class Publishers:
 
 # ----------------------------------------------------------------------------------- messages
 def uint8_array(data: Any) -> array.array:
-    """uint8[] message data as array.array('B'): the generated setters take it as is on every
-    distro (bytes is copied element-wise by Humble's checks, a numpy array costs ~50 ms)."""
+    """uint8[] message data as array.array('B') (bytes is copied element-wise by Humble's
+    checks, a numpy array costs ~50 ms); an array.array('B') is returned as is."""
     if isinstance(data, array.array) and data.typecode == "B":
         return data
     return array.array("B", bytes(data) if not isinstance(data, (bytes, bytearray)) else data)
 
 
+def with_data(msg: Any, data: Any) -> Any:
+    """`msg.data = data` without copying the buffer; returns msg.
+
+    Generated messages keep a field's value in the `_<name>` slot. On Jazzy and later their
+    constructor and, with field checks off (the default), their setter each copy a uint8[]
+    value into a new array.array: two copies of every image, ~1 ms per 4 MB. rclpy's publish
+    copies the buffer into the C message anyway, so the slot takes the array itself (the
+    setter where a message class has no such slot)."""
+    data = uint8_array(data)
+    if "_data" in getattr(type(msg), "__slots__", ()):
+        msg._data = data
+    else:
+        msg.data = data
+    return msg
+
+
 def image_msg(header: Header, fields: dict[str, Any]) -> Image:
-    return Image(header=header, **{**fields, "data": uint8_array(fields["data"])})
+    return with_data(Image(header=header, **{k: v for k, v in fields.items() if k != "data"}),
+                     fields["data"])
 
 
 def camera_info_msg(header: Header, fields: dict[str, Any]) -> CameraInfo:
@@ -144,12 +162,11 @@ def camera_info_msg(header: Header, fields: dict[str, Any]) -> CameraInfo:
 
 
 def pointcloud_msg(header: Header, pc: PointCloudData) -> PointCloud2:
-    return PointCloud2(
+    return with_data(PointCloud2(
         header=header, height=pc.height, width=pc.width,
         fields=[PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in pc.fields],
         is_bigendian=bool(pc.is_bigendian), point_step=pc.point_step, row_step=pc.row_step,
-        data=uint8_array(pc.data), is_dense=bool(pc.is_dense),
-    )
+        is_dense=bool(pc.is_dense)), pc.data)
 
 
 def output_msg(name: str, header: Header, fields: Any) -> Any:
@@ -174,7 +191,8 @@ def stats_msg(header: Header, result: Any, s: Any, backend: str, model_name: str
         frames_received=s.received & u32, frames_processed=s.processed & u32,
         frames_dropped=s.dropped_total & u32, frames_failed=s.failed & u32,
         rate_hz=float(s.rate_hz), input_width=min(in_w, u16), input_height=min(in_h, u16),
-        output_width=min(out_w, u16), output_height=min(out_h, u16))
+        output_width=min(out_w, u16), output_height=min(out_h, u16),
+        **({"camera": result.camera} if result.camera else {}))
 
 
 def class_table_msg(header: Header, meta: Any) -> Any:
@@ -214,7 +232,7 @@ def declare_parameters(node: Any, specs: list[ParamSpec]) -> dict[str, ParamErro
     errors: dict[str, ParamError] = {}
     for spec in specs:
         try:
-            node.declare_parameter(spec.name, spec.default, descriptor_for(spec))
+            _declare(node, spec.name, spec.default, descriptor_for(spec))
             continue
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
             err = ParamError(spec.name, str(exc))
@@ -228,5 +246,18 @@ def declare_parameters(node: Any, specs: list[ParamSpec]) -> dict[str, ParamErro
         if err:
             errors[spec.name] = ParamError(
                 spec.name, f"{err.message} (the default {spec.default!r} is in use)")
-        node.declare_parameter(spec.name, value, descriptor_for(spec), ignore_override=True)
+        _declare(node, spec.name, value, descriptor_for(spec), ignore_override=True)
     return errors
+
+
+def _declare(node: Any, name: str, value: Any, descriptor: ParameterDescriptor,
+             ignore_override: bool = False) -> None:
+    """declare_parameter; an empty list is declared as a string array (rclpy would infer a
+    byte array) and set to [] unless an override gave it a value."""
+    if not (isinstance(value, list) and not value):
+        node.declare_parameter(name, value, descriptor, ignore_override=ignore_override)
+        return
+    param = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor,
+                                   ignore_override=ignore_override)
+    if param.type_ == Parameter.Type.NOT_SET:  # no override, or an empty list (`[]`)
+        node.set_parameters([Parameter(name, Parameter.Type.STRING_ARRAY, [])])

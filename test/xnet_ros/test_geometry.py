@@ -14,7 +14,9 @@ from xnet_ros.geometry import (
     UINT16,
     Intrinsics,
     backproject,
+    depth_to_cloud,
     pack_pointcloud,
+    rgb_words,
     unpack_pointcloud,
     unpack_rgb,
 )
@@ -244,6 +246,70 @@ def test_dense_with_no_valid_points_is_empty() -> None:
     xyz = np.full((2, 2, 3), np.nan, np.float32)
     cloud = pack_pointcloud(xyz, organized=False)
     assert (cloud.height, cloud.width, cloud.row_step, cloud.data) == (1, 0, 0, b"")
+
+
+@pytest.mark.parametrize("stride, organized, max_range, with_rgb, label_dtype", [
+    (1, True, None, True, np.uint8),
+    (2, True, 6.0, True, np.uint8),
+    (3, False, 6.0, True, np.uint16),
+    (2, False, None, False, np.int64),
+    (1, True, None, False, None),
+    (2, True, 5.0, True, None),
+])
+def test_depth_to_cloud_equals_backproject_then_pack(stride, organized, max_range, with_rgb,
+                                                     label_dtype) -> None:
+    """The one-pass cloud is byte for byte the two-step one (NaN bits included)."""
+    rng = np.random.default_rng(stride)
+    depth = rng.uniform(0.3, 9.0, (31, 45)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.2] = np.nan
+    depth[0, :3] = (0.0, -1.0, np.inf)
+    rgb = rng.integers(0, 256, (31, 45, 3), dtype=np.uint8) if with_rgb else None
+    labels = None if label_dtype is None else rng.integers(0, 300 if label_dtype != np.uint8
+                                                           else 256, (31, 45)).astype(label_dtype)
+    intr = Intrinsics(40.0, 42.0, 21.5, 14.0, 45, 31)
+    sizes = []
+    cloud = depth_to_cloud(depth, intr, rgb, labels, stride=stride, organized=organized,
+                           max_range=max_range,
+                           new_buffer=lambda n: sizes.append(n) or bytearray(n))
+    ref = pack_pointcloud(backproject(depth, intr, stride),
+                          None if rgb is None else rgb[::stride, ::stride],
+                          None if labels is None else labels[::stride, ::stride],
+                          organized=organized, max_range=max_range)
+    assert bytes(cloud.data) == ref.data and sizes[-1] == len(ref.data)
+    for f in ("height", "width", "fields", "point_step", "row_step", "is_dense"):
+        assert getattr(cloud, f) == getattr(ref, f), f
+
+
+def test_depth_to_cloud_hand_computed_and_bad_inputs() -> None:
+    intr = Intrinsics(fx=2.0, fy=4.0, cx=1.0, cy=0.5, width=3, height=2)
+    depth = np.array([[1.0, 2.0, 4.0], [0.5, 8.0, 3.0]], np.float32)
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[1, 2] = (0x12, 0x34, 0x56)
+    labels = np.array([[0, 1, 2], [3, 4, 65535]], np.uint16)
+    cloud = depth_to_cloud(depth, intr, rgb, labels)
+    assert cloud.is_dense and (cloud.height, cloud.width, cloud.point_step) == (2, 3, 20)
+    out = unpack_pointcloud(cloud.data, cloud.fields, 20, 2, 3)
+    # u = 2, v = 1, z = 3: x = (2 - 1) * 3 / 2, y = (1 - 0.5) * 3 / 4 (as backproject's test)
+    assert (out["x"][1, 2], out["y"][1, 2], out["z"][1, 2]) == (1.5, 0.375, 3.0)
+    assert out["rgb"].view(np.uint32)[1, 2] == 0x00123456 and out["label"][1, 2] == 65535
+    raw = np.frombuffer(cloud.data, np.uint8).reshape(2, 3, 20)
+    assert (raw[..., 15] == 0).all() and (raw[..., 18:] == 0).all()  # alpha, label padding
+    with pytest.raises(ValueError, match="does not match intrinsics"):
+        depth_to_cloud(depth[:, :2], intr)
+    with pytest.raises(ValueError, match="rgb must be"):
+        depth_to_cloud(depth, intr, rgb[:, :2])
+    with pytest.raises(ValueError, match="labels must lie in"):
+        depth_to_cloud(depth, intr, labels=np.full((2, 3), 70000, np.int32))
+    with pytest.raises(ValueError, match="stride"):
+        depth_to_cloud(depth, intr, stride=0)
+    empty = depth_to_cloud(np.full((2, 3), np.nan, np.float32), intr, organized=False)
+    assert (empty.height, empty.width, empty.row_step, bytes(empty.data)) == (1, 0, 0, b"")
+
+
+def test_rgb_words_are_0x00rrggbb() -> None:
+    rgb = np.array([[[1, 2, 3], [255, 254, 253]], [[16, 32, 64], [0, 0, 0]]], np.uint8)
+    assert rgb_words(rgb).tolist() == [[0x010203, 0xFFFEFD], [0x102040, 0]]
+    assert rgb_words(rgb, 2).tolist() == [[0x010203]]
 
 
 def test_pack_rejects_bad_inputs() -> None:
