@@ -13,6 +13,8 @@ results incrementally, so a step that times out still reports what it finished. 
   parity           Predictor on the device in fp32 / fp16 / bf16 (+ pt2 artifact, TensorRT when
                    importable) against CPU fp32 on one synthetic frame
   predictor_1080p  Predictor end to end, uint8 1920x1080 in -> depth/labels out
+  batching         predict_batch of B = 1, 2, 4, 8 frames at 480x640 (the multi-camera node's
+                   one forward): ms per call, frames/s, gain B*t(1)/t(B), peak GPU memory
   training         60 bf16 steps through torchrun (1 process, nccl on CUDA): loss, images/s
   gpu_tests        the `gpu`-marked tests (if pytest imports)
   latency_eager    median / p90 ms, FPS, peak GPU memory at 480x640: eager fp16 and bf16 for
@@ -48,6 +50,7 @@ STEPS = [
     ("environment", 40, 45),
     ("parity", 60, 60),
     ("predictor_1080p", 45, 45),
+    ("batching", 40, 30),
     ("training", 100, 90),
     ("gpu_tests", 70, 60),
     ("latency_eager", 70, 60),

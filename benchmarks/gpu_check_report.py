@@ -69,6 +69,14 @@ def _predictor(step: dict) -> list[str]:
         rows)
 
 
+def _batching(step: dict) -> list[str]:
+    r = step.get("result", {})
+    rows = [[x["model"], x["batch"], _fmt(x["median_ms"]), _fmt(x["fps"]), _fmt(x["gain"], 2),
+             _fmt(x["peak_mem_mb"], 0), x["backend"]] for x in r.get("rows", [])]
+    return [f"Input {r.get('input')}; gain = B x t(batch 1) / t(batch B).", ""] + _table(
+        ["model", "batch", "ms per call", "frames/s", "gain", "peak MB", "backend"], rows)
+
+
 def _training(step: dict) -> list[str]:
     r = step.get("result", {})
     lines = [f"{r.get('steps')} steps {r.get('precision')} via torchrun (1 process, process "
@@ -100,6 +108,9 @@ def markdown(report: dict) -> str:
     if "predictor_1080p" in steps:
         lines += ["", "### Predictor end to end, 1920x1080", ""] + \
             _predictor(steps["predictor_1080p"])
+    if "batching" in steps:
+        lines += ["", "### Batched forward (several cameras, one pass)", ""] + \
+            _batching(steps["batching"])
     if "training" in steps:
         lines += ["", "### Training", ""] + _training(steps["training"])
     if "gpu_tests" in steps:

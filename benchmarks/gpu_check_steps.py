@@ -213,6 +213,52 @@ def step_predictor_1080p(ctx: Context) -> dict:
     return {"_status": "ok"}
 
 
+def step_batching(ctx: Context) -> dict:
+    """One forward over B camera frames (the multi-camera node's `predict_batch`) against B
+    single forwards: ms per call, frames/s, batching gain B * t(1) / t(B), peak memory."""
+    from xnet_model import Predictor, build_model
+
+    ctx.require_device()
+    frame = synthetic_frame(480, 640)
+    models = [("demo", DEMO_MODEL)]
+    if not ctx.quick:
+        torch.manual_seed(0)
+        models.append(("convnextt_x_convnextt (480x640 network)",
+                       build_model("convnextt_x_convnextt").eval()))
+    batches = (1, 2) if ctx.quick else (1, 2, 4, 8)
+    warmup, iters = (1, 2) if ctx.quick else (5, 30)
+    precision = "fp16" if ctx.cuda else "fp32"
+    rows = []
+    for label, model in models:
+        p = Predictor(model, device=ctx.device, precision=precision)
+        single_ms = None
+        for b in batches:
+            frames = [frame] * b
+            for _ in range(warmup):
+                p.predict_batch(frames)
+            if ctx.cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                out = p.predict_batch(frames)  # host outputs: the backend has synchronised
+                times.append((time.perf_counter() - t0) * 1e3)
+            assert len(out) == b and out[-1].depth.shape == (480, 640)
+            median = float(np.median(times))
+            single_ms = single_ms or median
+            rows.append({"model": label, "batch": b, "median_ms": round(median, 2),
+                         "fps": round(1e3 * b / median, 1),
+                         "gain": round(b * single_ms / median, 2),
+                         "peak_mem_mb": (round(torch.cuda.max_memory_allocated() / 2**20)
+                                         if ctx.cuda else None),
+                         "backend": p.backend.describe()})
+            ctx.emit(input="480x640 uint8 RGB, the same frame B times", rows=rows)
+        del p
+        free_cuda()
+    return {"_status": "ok"}
+
+
 def step_training(ctx: Context) -> dict:
     ctx.require_device()
     out = Path(tempfile.mkdtemp(prefix="train_", dir=ctx.workdir))
@@ -381,7 +427,8 @@ def step_latency_inductor(ctx):
 
 STEP_FUNCTIONS = {
     "environment": step_environment, "gpu_tests": step_gpu_tests, "parity": step_parity,
-    "predictor_1080p": step_predictor_1080p, "training": step_training,
+    "predictor_1080p": step_predictor_1080p, "batching": step_batching,
+    "training": step_training,
     "latency_eager": step_latency_eager, "latency_cudagraph": step_latency_cudagraph,
     "latency_tensorrt": step_latency_tensorrt, "latency_inductor": step_latency_inductor,
 }

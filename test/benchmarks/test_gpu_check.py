@@ -21,14 +21,15 @@ def test_gpu_check_quick_on_cpu(tmp_path):
                           capture_output=True, text=True, timeout=1000, cwd=tmp_path)
     report = json.loads((out / "gpu_check.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
-    assert list(steps) == ["environment", "parity", "predictor_1080p", "training", "gpu_tests",
+    assert list(steps) == ["environment", "parity", "predictor_1080p", "batching", "training",
+                           "gpu_tests",
                            "latency_eager", "latency_cudagraph", "latency_tensorrt",
                            "latency_inductor"]
     bad = {n: (s["status"], s["reason"], s.get("log_tail", "")[-800:])
            for n, s in steps.items() if s["status"] not in ("ok", "skipped")}
     assert not bad and proc.returncode == 0, (bad, proc.stdout[-2000:])
-    for name in ("environment", "parity", "predictor_1080p", "training", "gpu_tests",
-                 "latency_eager"):
+    for name in ("environment", "parity", "predictor_1080p", "batching", "training",
+                 "gpu_tests", "latency_eager"):
         assert steps[name]["status"] == "ok", (name, steps[name]["reason"])
     assert all(s["reason"] for s in steps.values() if s["status"] == "skipped")
     assert report["device"] == "cpu" and report["quick"] is True
@@ -41,6 +42,10 @@ def test_gpu_check_quick_on_cpu(tmp_path):
     assert parity["torch bf16"]["ok"] and parity["torch bf16"]["label_agreement"] > 0.9
     (e2e,) = steps["predictor_1080p"]["result"]["rows"]
     assert e2e["network_size"] == "120x160" and e2e["total_ms"] > 0
+    batching = steps["batching"]["result"]["rows"]
+    assert [(r["model"], r["batch"]) for r in batching] == [("demo", 1), ("demo", 2)]
+    assert batching[0]["gain"] == 1.0 and all(r["median_ms"] > 0 for r in batching)
+    assert batching[1]["fps"] == pytest.approx(2e3 / batching[1]["median_ms"], rel=0.01)
     training = steps["training"]["result"]
     assert training["returncode"] == 0 and training["process_group"] in ("gloo", None)
     assert "precision=fp32" in training["command"]  # quick: the wiring, not bf16 speed
@@ -53,4 +58,5 @@ def test_gpu_check_quick_on_cpu(tmp_path):
         steps["latency_tensorrt"]["status"] == "ok"
     md = (out / "gpu_check.md").read_text()
     assert md.startswith("## GPU check: cpu (--quick)")
+    assert "### Batched forward (several cameras, one pass)" in md
     assert "### Parity against CPU fp32" in md and "| demo | torch | 64x96 |" in md
