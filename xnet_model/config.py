@@ -82,6 +82,10 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     # Network input [H, W]. None = the image's own size rounded up to the encoder's stride.
     input_size: list[int] | None = None
+    # The canonical camera (Metric3D, label space): the depth head predicts depth as a camera
+    # of this fx (pixels of the image the network sees) would, and the Predictor maps it to
+    # the real camera's fx (xnet_model/camera.py). None = a single-camera model, as before.
+    canonical_focal: float | None = None
 
 
 @dataclass
@@ -302,6 +306,13 @@ def _validate(cfg: ModelConfig) -> None:
         len(cfg.data.input_size) != 2 or min(cfg.data.input_size) < 32
     ):
         raise ConfigError(f"data.input_size: {cfg.data.input_size} must be [H, W], both >= 32")
+    focal = cfg.data.canonical_focal
+    if focal is not None and (isinstance(focal, bool) or not isinstance(focal, int | float)
+                              or not focal > 0):
+        raise ConfigError(f"data.canonical_focal: {focal!r} must be a focal length > 0 "
+                          "(pixels at the network input) or null")
+    if focal is not None:
+        cfg.data.canonical_focal = float(focal)
 
 
 def load_mapping(path: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .camera import metric_scale
 from .memory import release_free_memory
 from .metadata import ModelMetadata
 from .runtime.backends import Backend, BackendError, create_backend
@@ -28,18 +29,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class Prediction:
-    depth: np.ndarray | None  # float32 HxW metres
+    depth: np.ndarray | None  # float32 HxW metres (raw=True: the network's h x w, see there)
     labels: np.ndarray | None  # uint8 HxW (uint16 when K > 255) class ids
     timings: dict[str, float] = field(default_factory=dict)  # pre/infer/post milliseconds
 
 
 class Predictor:
-    """`Predictor(model_or_path, backend='torch', device=None).predict(image, bgr=False)`.
+    """`Predictor(model_or_path, backend='torch', device=None).predict(image, bgr=False,
+    fx=None)`.
 
     Normalisation and network input size come from the model's metadata; any input size
     works: resize in, bilinear back for depth, nearest for labels. A deploy artifact takes
     the sizes its program accepts (`meta.artifact.accepted_sizes()`); others raise a
-    BackendError naming them.
+    BackendError naming them. `fx`, the camera's focal length in pixels of the given image,
+    gives a camera-aware model (`meta.canonical_focal`) metric depth through any lens
+    (xnet_model/camera.py); without it depth is the network's output, as for older models.
     """
 
     def __init__(self, model_or_path: XNet | str | Path, backend: str = "torch",
@@ -125,16 +129,33 @@ class Predictor:
                 labels = resize(labels, h, w, nearest=True)
         return depth, labels
 
-    def predict(self, image: np.ndarray, bgr: bool = False, raw: bool = False) -> Prediction:
-        return self.predict_batch([image], bgr=bgr, raw=raw)[0]
+    def predict(self, image: np.ndarray, bgr: bool = False, raw: bool = False,
+                fx: float | None = None) -> Prediction:
+        return self.predict_batch([image], bgr=bgr, raw=raw, fx=[fx])[0]
+
+    def depth_scales(self, images: list[np.ndarray],
+                     fx: list[float | None] | None = None) -> list[float]:
+        """Per image, the factor from the network's depth to metres (1.0 without a focal
+        or a canonical camera; ValueError for a focal that is not a number > 0)."""
+        if fx is None:
+            return [1.0] * len(images)
+        if len(fx) != len(images):
+            raise ValueError(f"fx: {len(fx)} focal length(s) for {len(images)} image(s)")
+        return [metric_scale(self.meta.canonical_focal, f, im.shape[:2],
+                             self.meta.network_size(*im.shape[:2]))
+                for f, im in zip(fx, images)]
 
     def predict_batch(self, images: list[np.ndarray], bgr: bool = False,
-                      raw: bool = False) -> list[Prediction]:
+                      raw: bool = False, fx: list[float | None] | None = None
+                      ) -> list[Prediction]:
         """One forward pass over images of possibly different sizes (same network size).
 
         `raw`: depth and labels as the network produced them, at its resolution (the caller
-        resizes them, e.g. xnet_ros.outputs); on a CUDA backend left on the device as torch
-        tensors (depth (h, w) float, labels (h, w) integer), else numpy."""
+        resizes them, e.g. the ROS outputs); on a CUDA backend left on the device as torch
+        tensors (depth (h, w) float, labels (h, w) integer), else numpy. Depth is in metres
+        either way. `fx`: each image's focal length in pixels of that image, or None (see the
+        class)."""
+        scales = self.depth_scales(images, fx)
         t0 = time.perf_counter()
         batch = np.stack([self.preprocess(im, bgr) for im in images])
         t1 = time.perf_counter()
@@ -148,6 +169,8 @@ class Predictor:
                        for i in range(len(images))]
         else:
             results = [self.postprocess(out, i, im.shape[:2]) for i, im in enumerate(images)]
+        results = [(d * k if d is not None and k != 1.0 else d, lab)
+                   for (d, lab), k in zip(results, scales)]
         t3 = time.perf_counter()
         timings = {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3,
                    "post_ms": (t3 - t2) * 1e3}

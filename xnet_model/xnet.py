@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -109,6 +110,10 @@ class XNet(nn.Module):
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "xnet_config": self.cfg.to_json()})
+        # safetensors creates its file owner-only (0600); a model is shared like any other file
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
         tmp.replace(directory / WEIGHTS_FILE)
         doc = {"model": self.cfg.to_dict(), **(extra or {})}
         (directory / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))

@@ -280,4 +280,7 @@ def test_model_only_install_runs_without_rclpy(model_python, tmp_path):
     depth = np.frombuffer(bytes(first.data), np.float32).reshape(48, 64)
     valid = np.isfinite(depth)
     assert valid.mean() > 0.9
-    np.testing.assert_allclose(depth[valid], want.depth[valid], rtol=0, atol=1e-5)
+    # the demo model is camera-aware: `--fx 50` (pixels of the 48x64 frame) is its focal
+    metric = predictor.predict(pattern_image(), fx=50.0).depth
+    np.testing.assert_allclose(depth[valid], metric[valid], rtol=1e-6, atol=1e-5)
+    assert not np.allclose(metric, want.depth)  # the focal really changed the scale

@@ -97,3 +97,18 @@ def test_digest_is_pinned_across_versions(tmp_path):
     assert model_digest(tmp_path) == PINNED_DIGEST
     (tmp_path / CONFIG_FILE).write_bytes(b'{"model": {"x": 1}}')
     assert model_digest(tmp_path) != PINNED_DIGEST  # the config is part of the key
+
+
+def test_saved_files_follow_the_umask_not_owner_only(tmp_path):
+    """safetensors writes 0600 files; a saved model must be readable like any file the user
+    writes (deployed under another account, copied into a package)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = build_model(TINY).save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name

@@ -261,10 +261,12 @@ def test_a_5_hz_camera_is_served_next_to_a_30_hz_one(ros, model_dir, frames):
                 time.sleep(1.0 / hz)
 
         threads = [threading.Thread(target=stream, args=a) for a in (("front", 30), ("left", 5))]
+        t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
+        streamed_s = time.monotonic() - t0
         stop.set()
         assert wait_until(lambda: node.worker_snapshot().in_flight == 0, RECEIVE_S)
         time.sleep(0.5)
@@ -272,7 +274,11 @@ def test_a_5_hz_camera_is_served_next_to_a_30_hz_one(ros, model_dir, frames):
         front, left = s.cameras["front"], s.cameras["left"]
         assert left.received >= 12 and front.received >= 60  # DDS (reliable, loopback) kept all
         assert front.processed >= 10, front
-        assert left.processed >= 0.6 * left.received, left
+        # A left frame waits for at most one batch, so it is only replaced by the next left
+        # frame (dropped) when a batch takes longer than its 0.2 s period: on a loaded machine.
+        # front is in every batch, so the streaming time / front.processed estimates it.
+        batch_s = streamed_s / front.processed
+        assert left.processed >= 0.6 * left.received * min(1.0, 0.2 / batch_s), (left, front)
         assert left.processed / left.received >= front.processed / front.received
         assert s.balanced and front.balanced and left.balanced
     finally:

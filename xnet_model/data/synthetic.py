@@ -69,15 +69,35 @@ def render_scene(seed: int, height: int = 240, width: int = 320, *, fov_deg: flo
 class SyntheticDataset(torch.utils.data.Dataset):
     """`length` random scenes; item i is `render_scene(seed_offset + i)` as a dict sample
     {"image": HxWx3 uint8 RGB, "depth": HxW float32 m, "labels": HxW uint8, "K": 3x3 float32},
-    or `transform(sample)` when a transform is given."""
+    or `transform(sample)` when a transform is given.
+
+    The camera has the horizontal field of view `fov_deg`; with `fov_range` (min, max degrees)
+    each scene is seen through its own random lens instead (focal log-uniform between the two
+    fields of view, drawn from the scene's seed: the same item always has the same lens)."""
 
     num_classes, class_names, max_depth = NUM_CLASSES, CLASS_NAMES, MAX_DEPTH
     palette = CLASS_PALETTE
 
     def __init__(self, length: int, height: int = 240, width: int = 320, seed_offset: int = 0,
-                 transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], Any] | None = None, *,
+                 fov_deg: float = 60.0, fov_range: tuple[float, float] | None = None) -> None:
         self.length, self.height, self.width = length, height, width
         self.seed_offset, self.transform = seed_offset, transform
+        self.fov_deg = fov_deg
+        self.fov_range = None if fov_range is None else (float(fov_range[0]),
+                                                         float(fov_range[1]))
+        if self.fov_range is not None and not 0 < self.fov_range[0] <= self.fov_range[1] < 180:
+            raise ValueError(f"fov_range {fov_range}: need 0 < min <= max < 180 degrees")
+
+    def fov(self, seed: int) -> float:
+        """The horizontal field of view (degrees) scene `seed` is rendered with."""
+        if self.fov_range is None:
+            return self.fov_deg
+        half_w = 0.5 * self.width
+        f_wide, f_narrow = (half_w / math.tan(math.radians(a) / 2) for a in self.fov_range[::-1])
+        u = np.random.default_rng((seed, 0xF0C)).random()  # its own stream: scenes unchanged
+        f = math.exp(math.log(f_narrow) + u * (math.log(f_wide) - math.log(f_narrow)))
+        return math.degrees(2 * math.atan(half_w / f))
 
     def __len__(self) -> int:
         return self.length
@@ -85,7 +105,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Any:
         if not -self.length <= i < self.length:
             raise IndexError(f"index {i} out of range for {self.length} samples")
-        f = render_scene(self.seed_offset + i % self.length, self.height, self.width)
+        seed = self.seed_offset + i % self.length
+        f = render_scene(seed, self.height, self.width, fov_deg=self.fov(seed))
         sample = {"image": f.rgb, "depth": f.depth, "labels": f.labels, "K": f.K.astype(F32)}
         return sample if self.transform is None else self.transform(sample)
 

@@ -1,13 +1,15 @@
 """Paired augmentations for dict samples: the same geometry is applied to image and targets.
 
 A sample holds 'image' (HxWx3 uint8 RGB) and optionally 'depth' (HxW float32 metres, 0 =
-invalid) and 'labels' (HxW integer, 255 = ignore); other keys ('meta') pass through untouched.
+invalid) and 'labels' (HxW integer, 255 = ignore), and optionally 'focal' (the camera's fx in
+pixels of 'image', kept up to date by every resize); other keys ('meta') pass through untouched.
 Every transform is `transform(sample, rng) -> sample`; all randomness comes from `rng`, a
 `np.random.Generator`, which `Compose` owns (seeded, and re-seeded per DataLoader worker).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -190,7 +192,7 @@ class KBCrop:
 
 class Resize:
     """Resize to (H, W): image bilinear, depth/labels nearest. `targets=False` resizes only
-    the image (evaluate at the ground truth's own resolution)."""
+    the image (evaluate at the ground truth's own resolution). 'focal' follows the image."""
 
     def __init__(self, size: int | Sequence[int], targets: bool = True) -> None:
         self.size = _pair(size)
@@ -199,6 +201,9 @@ class Resize:
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         height, width = self.size
         out = dict(sample)
+        if "focal" in sample:
+            img_h, img_w = sample["image"].shape[:2]
+            out["focal"] = float(sample["focal"]) * math.sqrt(height / img_h * width / img_w)
         keys = _spatial_keys(sample) if self.targets else ["image"]
         for key in keys:
             if sample[key].shape[:2] != (height, width):
@@ -206,6 +211,30 @@ class Resize:
                                      interpolation=_interpolation(key))
                 out[key] = resized.astype(sample[key].dtype, copy=False)
         return out
+
+
+class CanonicalDepth:
+    """Metric depth -> the depth the canonical camera would see (xnet_model/camera.py):
+    depth x canonical_focal / focal, with 'focal' the sample's fx in pixels of its image as
+    the network gets it. Depths the head cannot output (> max_depth) become 0 (invalid)."""
+
+    def __init__(self, canonical_focal: float, max_depth: float | None = None) -> None:
+        self.canonical_focal = float(canonical_focal)
+        self.max_depth = max_depth
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        if "depth" not in sample:
+            return sample
+        focal = float(sample.get("focal", math.nan))
+        if not (math.isfinite(focal) and focal > 0):
+            where = sample.get("meta", {}).get("rgb_path", "a sample")
+            raise ValueError(f"{where}: no camera focal length (got {focal}); a camera-aware "
+                             "model (data.canonical_focal) needs each sample's fx: the third "
+                             "column of a BTS split file, or the synthetic camera's K")
+        depth = sample["depth"] * np.float32(self.canonical_focal / focal)
+        if self.max_depth is not None:
+            depth[depth > self.max_depth] = 0.0
+        return {**sample, "depth": depth}
 
 
 class NormalizeToTensor:
@@ -237,13 +266,19 @@ def build_transforms(task: str, train: bool, crop_size: int | Sequence[int] | No
                      scale_range: tuple[float, float] = (0.5, 2.0),
                      rotation_degrees: float = 2.5, kb_crop: bool = False,
                      resize: int | Sequence[int] | None = None,
+                     canonical_focal: float | None = None,
+                     focal_scale_range: tuple[float, float] | None = None,
+                     max_depth: float | None = None,
                      seed: int | None = None) -> Compose:
     """Per-task pipeline ending in NormalizeToTensor.
 
     depth / multitask train: [KBCrop] -> rotate -> crop -> flip -> jitter (BTS order; no
-    rescaling, which would change the metric meaning of depth). semantic train: random scale
-    in `scale_range` -> crop (pad 255) -> flip -> jitter. Eval: [KBCrop] -> [Resize of the
-    image only] -> normalize.
+    rescaling, which would change the metric meaning of depth). With `canonical_focal` (a
+    camera-aware model) the depth target goes into the canonical camera last
+    (CanonicalDepth), and then rescaling by a random factor in `focal_scale_range` before the
+    crop is a focal augmentation: the effective focal changes and the target follows it.
+    semantic train: random scale in `scale_range` -> crop (pad 255) -> flip -> jitter.
+    Eval: [KBCrop] -> [Resize of the image only] -> normalize.
     """
     if task not in TASKS:
         raise ValueError(f"task: {task!r} is not one of {TASKS}")
@@ -257,9 +292,17 @@ def build_transforms(task: str, train: bool, crop_size: int | Sequence[int] | No
         else:
             if rotation_degrees > 0:
                 steps.append(RandomRotation(rotation_degrees))
+            if focal_scale_range is not None and canonical_focal is None:
+                raise ValueError("focal_scale_range rescales depth images: it needs a "
+                                 "canonical_focal to keep the depth target consistent")
+            if focal_scale_range is not None and crop_size is None:
+                raise ValueError("focal_scale_range needs a crop_size (rescaled images are "
+                                 "cropped or padded back to one size)")
             if crop_size is not None:
-                steps.append(RandomScaleCrop(crop_size))
+                steps.append(RandomScaleCrop(crop_size, focal_scale_range or (1.0, 1.0)))
         steps += [RandomHorizontalFlip(), ColorJitter()]
+        if canonical_focal is not None and task != "semantic":
+            steps.append(CanonicalDepth(canonical_focal, max_depth))
     if resize is not None:
         # Evaluation keeps targets at full resolution; the loss/metrics upsample the outputs.
         steps.append(Resize(resize, targets=train))

@@ -74,6 +74,7 @@ def graph_metadata(model: XNet, height: int, width: int, dynamic: bool) -> dict:
         "tasks": list(cfg.tasks),
         "num_classes": cfg.semantic.num_classes if cfg.semantic else 0,
         "max_depth": cfg.depth.max_depth if cfg.depth else None,
+        "canonical_focal": cfg.data.canonical_focal,  # fx of the depth's camera (camera.py)
         "mean": list(cfg.data.mean), "std": list(cfg.data.std),
         "input_size": [height, width], "dynamic": dynamic, "stride": network_stride(model),
         "input": INPUT_NAME, "outputs": list(OUTPUT_NAMES),

@@ -196,7 +196,8 @@ def _run_eval(cfg, model, args, model_path: Path):
     progress = not args.no_progress and ctx.is_main and sys.stderr.isatty()
     metrics = evaluate(model, loader, spec, ctx, input_size=model.cfg.data.input_size,
                        stride=model.size_multiple, flip_tta=cfg.eval.flip_tta,
-                       autocast=autocast, max_batches=cfg.eval.max_batches, progress=progress)
+                       autocast=autocast, max_batches=cfg.eval.max_batches, progress=progress,
+                       canonical_focal=model.cfg.data.canonical_focal)
     if not ctx.is_main:
         return None, spec, {}
     d = cfg.data
@@ -208,6 +209,7 @@ def _run_eval(cfg, model, args, model_path: Path):
         "input_size": model.cfg.data.input_size, "crop": spec.crop,
         "max_depth": spec.max_depth if "depth" in spec.tasks else None,
         "flip_tta": cfg.eval.flip_tta, "precision": cfg.precision,
+        "canonical_focal": model.cfg.data.canonical_focal,
         # split lines whose ground truth is 'None' (BTS KITTI test split): not scored
         "samples_without_ground_truth": samples_without_ground_truth(dataset),
     }

@@ -36,6 +36,10 @@ class SyntheticConfig:
     train_seed_offset: int = 0
     val_seed_offset: int = 1_000_000  # held out: disjoint from the training seeds
     cache: bool = False  # render every scene once into memory (rendering is cheap anyway)
+    fov_deg: float = 60.0  # horizontal field of view of the camera (validation always)
+    # Focal augmentation: each training scene through a random lens with a horizontal field of
+    # view in [min, max] degrees (needs model.data.canonical_focal); null = fov_deg only.
+    fov_range: list[float] | None = None
 
 
 @dataclass
@@ -52,6 +56,10 @@ class DataConfig:
     crop_size: list[int] | None = None  # training random crop [H, W]; None = whole image
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # semantic rescale
     rotation_degrees: float = 2.5  # depth / multitask random rotation
+    # Focal augmentation for depth: rescale by a random factor in [lo, hi] before the crop,
+    # which changes the effective focal (needs model.data.canonical_focal and crop_size);
+    # null = off (the BTS protocol of the paper configs).
+    focal_scale_range: list[float] | None = None
     max_depth: float | None = None  # ground truth cap (m); None = the model's depth max_depth
     eval_crop: str | None = None  # None = the dataset's standard crop; 'none' = whole image
     batch_size: int = 8  # per process and micro-batch (see optim.accumulate)
@@ -282,6 +290,29 @@ def load_train_config(source: str | Path | dict[str, Any] | None = None,
     return cfg
 
 
+def _check_focal_augmentation(d: DataConfig, model: ModelConfig) -> None:
+    s = d.synthetic
+    if not 0 < s.fov_deg < 180:
+        raise ConfigError(f"data.synthetic.fov_deg: {s.fov_deg} must be in (0, 180) degrees")
+    if s.fov_range is not None and (len(s.fov_range) != 2
+                                    or not 0 < s.fov_range[0] <= s.fov_range[1] < 180):
+        raise ConfigError(f"data.synthetic.fov_range: {s.fov_range} must be [min, max] "
+                          "degrees with 0 < min <= max < 180")
+    r = d.focal_scale_range
+    if r is not None:
+        if len(r) != 2 or not 0 < r[0] <= r[1]:
+            raise ConfigError(f"data.focal_scale_range: {r} must be [lo, hi] with 0 < lo <= hi")
+        if d.crop_size is None:
+            raise ConfigError("data.focal_scale_range: rescaled images are cropped back to one "
+                              "size: set data.crop_size too")
+    augmented = r is not None or (d.kind == "synthetic" and s.fov_range is not None)
+    if augmented and model.data.canonical_focal is None:
+        raise ConfigError(
+            "focal augmentation (data.focal_scale_range / data.synthetic.fov_range) changes "
+            "the camera's focal length, which a single-camera model cannot follow: set "
+            "model.data.canonical_focal (see docs/training.md)")
+
+
 def _check_supervision(kind: str, model: ModelConfig) -> None:
     """Every head must get a loss: a head the data cannot supervise never trains, and under
     DDP its parameters, which get no gradient, fail the second step ("Expected to have
@@ -335,6 +366,10 @@ def validate(cfg: TrainConfig, training: bool = True) -> None:
             raise ConfigError(f"data.{name}: {size} must be [H, W]")
     if len(d.synthetic.image_size) != 2 or min(d.synthetic.image_size) < 16:
         raise ConfigError("data.synthetic.image_size must be [H, W], both >= 16")
+    if training:  # evaluation does not augment: any model can be scored with the config
+        _check_focal_augmentation(d, model)
+    elif not 0 < d.synthetic.fov_deg < 180:
+        raise ConfigError(f"data.synthetic.fov_deg: {d.synthetic.fov_deg} must be in (0, 180)")
     if d.kind != "synthetic" and d.root is None:
         raise ConfigError(f"data.root: the {d.kind} dataset needs its root folder")
     if d.kind in ("nyu", "kitti") and (d.train_split is None or d.val_split is None):

@@ -15,7 +15,8 @@ from ..data.synthetic import SyntheticDataset
 from ..data.transforms import IGNORE_INDEX, build_transforms
 from .config import TrainConfig
 
-BATCH_KEYS = ("image", "depth", "labels")  # what the trainer batches; 'meta' / 'K' stay behind
+# what the trainer batches ('focal': camera-aware models only); 'meta' / 'K' stay behind
+BATCH_KEYS = ("image", "depth", "labels", "focal")
 STANDARD_CROPS = {"nyu": "eigen_nyu", "kitti": "garg"}
 DEFAULT_SPLITS = {"ade20k": ("training", "validation"), "cityscapes": ("train", "val")}
 
@@ -55,6 +56,22 @@ class SeededSamples(Dataset):
         return {k: sample[k] for k in BATCH_KEYS if k in sample}
 
 
+class WithFocal:
+    """A transform that first gives the sample its camera's fx as 'focal' (pixels of the
+    image): the synthetic camera's K, or the focal column of a BTS split file (NaN when the
+    file has none; CanonicalDepth and the evaluation then say so)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None):
+        if "K" in sample:
+            focal = float(sample["K"][0][0])
+        else:
+            focal = float(sample.get("meta", {}).get("focal", np.nan))
+        return self.transform({**sample, "focal": focal}, rng)
+
+
 class CachedDataset(Dataset):
     """Every sample of `base`, read once into memory."""
 
@@ -80,7 +97,8 @@ def _raw_dataset(cfg: TrainConfig, model: ModelConfig, train: bool) -> Dataset:
         s = d.synthetic
         length, offset = ((s.train_length, s.train_seed_offset) if train
                           else (s.val_length, s.val_seed_offset))
-        base = SyntheticDataset(length, s.image_size[0], s.image_size[1], offset)
+        base = SyntheticDataset(length, s.image_size[0], s.image_size[1], offset,
+                                fov_deg=s.fov_deg, fov_range=s.fov_range if train else None)
         return CachedDataset(base) if s.cache else base
     split = d.train_split if train else d.val_split
     root = d.root if train else (d.val_root or d.root)
@@ -125,17 +143,32 @@ def eval_spec(cfg: TrainConfig, model: ModelConfig) -> EvalSpec:
     )
 
 
+def _with_focal(transform, model: ModelConfig):
+    """Camera-aware models (data.canonical_focal) need each sample's focal; others do not
+    see it (their batches are as before)."""
+    if model.data.canonical_focal is None or model.depth is None:
+        return transform
+    return WithFocal(transform)
+
+
 def train_dataset(cfg: TrainConfig, model: ModelConfig) -> SeededSamples:
+    """With a canonical camera the depth targets are canonical depths (CanonicalDepth)."""
     d = cfg.data
     transform = build_transforms(
         task_of(model), True, d.crop_size, mean=model.data.mean, std=model.data.std,
         scale_range=tuple(d.scale_range), rotation_degrees=d.rotation_degrees,
+        canonical_focal=model.data.canonical_focal if model.depth is not None else None,
+        focal_scale_range=tuple(d.focal_scale_range) if d.focal_scale_range else None,
+        max_depth=model.depth.max_depth if model.depth is not None else None,
     )
-    return SeededSamples(_raw_dataset(cfg, model, True), transform, cfg.seed)
+    return SeededSamples(_raw_dataset(cfg, model, True), _with_focal(transform, model),
+                         cfg.seed)
 
 
 def val_dataset(cfg: TrainConfig, model: ModelConfig) -> SeededSamples:
-    """Images resized to the model's input size; targets stay at their own resolution."""
+    """Images resized to the model's input size; targets stay at their own resolution, in
+    metres (a camera-aware model's predictions are mapped to metres with 'focal')."""
     transform = build_transforms(task_of(model), False, resize=model.data.input_size,
                                  mean=model.data.mean, std=model.data.std)
-    return SeededSamples(_raw_dataset(cfg, model, False), transform, cfg.seed)
+    return SeededSamples(_raw_dataset(cfg, model, False), _with_focal(transform, model),
+                         cfg.seed)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..camera import metric_scale
 from ..metrics import (
     DEPTH_METRIC_KEYS,
     DepthMetricAccumulator,
@@ -34,13 +35,18 @@ def network_size(size: tuple[int, int], input_size: list[int] | None,
 
 def predict(model: nn.Module, image: torch.Tensor, out_size: tuple[int, int],
             input_size: list[int] | None, stride: int, flip_tta: bool = False,
-            autocast: contextlib.AbstractContextManager | None = None) -> dict[str, torch.Tensor]:
+            autocast: contextlib.AbstractContextManager | None = None, *,
+            canonical_focal: float | None = None, focal: torch.Tensor | None = None,
+            ) -> dict[str, torch.Tensor]:
     """Depth (N,1,H,W) and semantic logits (N,K,H,W) at `out_size`, in float32.
 
     The image is resized to the network size first; with `flip_tta` the horizontally flipped
-    pass is flipped back and averaged with the plain one (depth and logits alike).
+    pass is flipped back and averaged with the plain one (depth and logits alike). A
+    camera-aware model's depth (`canonical_focal`) goes to metres through each image's `focal`
+    (N,), fx in pixels of `image` (xnet_model/camera.py).
     """
-    size = network_size(tuple(image.shape[-2:]), input_size, stride)
+    image_size = tuple(image.shape[-2:])
+    size = network_size(image_size, input_size, stride)
     if tuple(image.shape[-2:]) != size:
         image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
     with autocast or contextlib.nullcontext():
@@ -49,6 +55,17 @@ def predict(model: nn.Module, image: torch.Tensor, out_size: tuple[int, int],
             flipped = model(torch.flip(image, dims=[-1]))
             out = {k: 0.5 * (v + torch.flip(flipped[k].float(), dims=[-1]))
                    for k, v in out.items()}
+    if canonical_focal is not None and "depth" in out:
+        if focal is None:
+            raise ValueError("a camera-aware model (canonical_focal) is scored in metres "
+                             "through each image's focal length: the batch has none")
+        try:
+            scale = [metric_scale(canonical_focal, float(f), image_size, size) for f in focal]
+        except ValueError as exc:
+            raise ValueError(f"a camera-aware model needs each image's focal length: {exc} "
+                             "(a BTS split file without its focal column?)") from None
+        out["depth"] = out["depth"] * torch.tensor(scale, device=out["depth"].device,
+                                                   dtype=out["depth"].dtype).view(-1, 1, 1, 1)
     return {k: v if tuple(v.shape[-2:]) == tuple(out_size)
             else F.interpolate(v, size=tuple(out_size), mode="bilinear", align_corners=False)
             for k, v in out.items()}
@@ -58,8 +75,10 @@ def predict(model: nn.Module, image: torch.Tensor, out_size: tuple[int, int],
 def evaluate(model: nn.Module, loader: DataLoader, spec: EvalSpec, ctx: DistContext, *,
              input_size: list[int] | None, stride: int, flip_tta: bool = False,
              autocast: contextlib.AbstractContextManager | None = None,
-             max_batches: int | None = None, progress: bool = False) -> dict[str, Any]:
+             max_batches: int | None = None, progress: bool = False,
+             canonical_focal: float | None = None) -> dict[str, Any]:
     """Metrics of `model` on this rank's shard of `loader`, combined over all ranks.
+    `canonical_focal`: the model's (camera-aware models; batches carry 'focal').
 
     Returns scalar metrics (depth: DEPTH_METRIC_KEYS, semantic: mIoU mAcc aAcc) plus
     'depth_count' and, with a semantic head, per-class 'IoU'.
@@ -82,7 +101,7 @@ def evaluate(model: nn.Module, loader: DataLoader, spec: EvalSpec, ctx: DistCont
         image = batch["image"].to(ctx.device, non_blocking=True)
         target = batch["depth"] if "depth" in batch else batch["labels"]
         out = predict(model, image, tuple(target.shape[-2:]), input_size, stride, flip_tta,
-                      autocast)
+                      autocast, canonical_focal=canonical_focal, focal=batch.get("focal"))
         if depth_acc is not None and "depth" in batch:
             depth_acc.update(out["depth"].cpu(), batch["depth"])
         if seg is not None and "labels" in batch:

@@ -374,7 +374,8 @@ class Trainer:
         return evaluate(self.model, self.val_loader, self.spec, self.ctx,
                         input_size=self.model_cfg.data.input_size, stride=self.stride,
                         flip_tta=self.cfg.eval.flip_tta, autocast=self.autocast(),
-                        max_batches=self.cfg.eval.max_batches, progress=self.progress)
+                        max_batches=self.cfg.eval.max_batches, progress=self.progress,
+                        canonical_focal=self.model_cfg.data.canonical_focal)
 
     def _log_window(self, window: dict[str, float], counts: dict[str, int], skipped: int,
                     steps: int, epoch: int, elapsed: float) -> float:

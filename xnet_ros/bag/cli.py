@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: the model's max depth (80 m if it has none)")
     ev.add_argument("--num-panels", type=int, default=4, metavar="N",
                     help="frames shown as RGB | GT | prediction | error panels")
+    ev.add_argument("--fx", type=float, default=0.0,
+                    help="the camera's focal length (px) when the bag has no (matching) camera "
+                         "info: a camera-aware model's depth is metric through it")
+    ev.add_argument("--fy", type=float, default=0.0, help="default: --fx")
     return parser
 
 
@@ -187,7 +191,8 @@ def _eval(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, match=args.match, tolerance_ms=args.tolerance_ms,
         crop=None if args.crop == "none" else args.crop, min_depth=args.min_depth,
         max_depth=args.max_depth, num_panels=args.num_panels, every=args.every,
-        read_ahead=args.read_ahead, quiet=args.quiet)
+        read_ahead=args.read_ahead, quiet=args.quiet,
+        fallback_intrinsics=(args.fx, args.fy or args.fx, 0.0, 0.0) if args.fx > 0 else None)
     doc = run_eval(args.bag, args.report, predictor, opts)
     for name, camera in (doc["cameras"].items() if "cameras" in doc else [("", doc)]):
         print(f"{name + ': ' if name else ''}{_eval_line(camera)}; report in "

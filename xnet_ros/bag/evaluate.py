@@ -76,6 +76,9 @@ class EvalOptions:
     every: int = 1
     read_ahead: int = 4
     quiet: bool = False
+    # fx, fy, cx, cy (cx/cy 0 = the centre) for images without camera_info: the focal a
+    # camera-aware model needs (pipeline.fit_intrinsics)
+    fallback_intrinsics: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -129,7 +132,9 @@ class BagEvaluation:
         if not self.max_depth > opts.min_depth:
             raise BagError(f"need --max-depth > --min-depth, got {opts.min_depth} and "
                            f"{self.max_depth}")
-        self.pipeline = FramePipeline(predictor, FrameSettings(rectify=opts.rectify),
+        settings = FrameSettings(rectify=opts.rectify,
+                                 fallback_intrinsics=opts.fallback_intrinsics)
+        self.pipeline = FramePipeline(predictor, settings,
                                       wanted=lambda camera: frozenset({DEPTH}),
                                       on_warning=lambda key, message: log.warning(message))
         self._warned: set[str] = set()
