@@ -40,7 +40,8 @@ def test_pfp_fuses_four_stages_to_full_resolution():
 
 def test_heads_depth_range_and_logits():
     heads = DenseHeads(4, max_depth=10.0, num_classes=7)
-    out = heads(torch.randn(2, 4, 8, 8) * 100)
+    with torch.no_grad():
+        out = heads(torch.randn(2, 4, 8, 8) * 100)
     assert out["depth"].shape == (2, 1, 8, 8) and out["semantic"].shape == (2, 7, 8, 8)
     assert float(out["depth"].min()) >= 0.0 and float(out["depth"].max()) <= 10.0
     assert set(DenseHeads(4, None, 3)(torch.randn(1, 4, 2, 2))) == {"semantic"}
