@@ -8,11 +8,12 @@ size, tasks, classes) comes from `self.meta` (ModelMetadata), identical for both
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class Predictor:
     """
 
     def __init__(self, model_or_path: XNet | str | Path, backend: str = "torch",
-                 device=None, **backend_options):
+                 device=None, cpu_streams: int = 1, **backend_options):
         self.model_path = None if not isinstance(model_or_path, (str, Path)) \
             else Path(model_or_path)
         self.artifact_dir: Path | None = None
@@ -73,6 +74,7 @@ class Predictor:
             backend_options.setdefault("model_path", self.model_path)
             self.backend = create_backend(backend, model, device, **backend_options)
         meta = self.meta
+        self.cpu_streams = self._check_cpu_streams(cpu_streams)
         self.num_classes = meta.num_classes
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         self.mean = np.asarray(meta.mean, np.float32).reshape(1, 1, 3) * 255.0
@@ -161,7 +163,7 @@ class Predictor:
         t1 = time.perf_counter()
         out = self._device_outputs(batch) if raw else None
         if out is None:
-            out = self.backend.infer(batch)
+            out = self._infer(batch)
         t2 = time.perf_counter()
         if raw:
             results = [(out["depth"][i] if "depth" in out else None,
@@ -175,6 +177,52 @@ class Predictor:
         timings = {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3,
                    "post_ms": (t3 - t2) * 1e3}
         return [Prediction(d, lab, dict(timings)) for d, lab in results]
+
+    def _check_cpu_streams(self, streams: int) -> int:
+        """`cpu_streams` > 1: a batch on a CPU torch backend runs as that many sub-batches at
+        once, each on one thread of its own (torch's intra-op threads are divided among them).
+        Independent forwards keep the cores busy where one multi-threaded forward stalls at
+        its barriers while other threads of the process (DDS, decoding) preempt it."""
+        if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+            raise ValueError(f"cpu_streams: {streams!r} must be an integer >= 1")
+        if streams == 1:
+            return 1
+        from .runtime.backends import TorchBackend
+
+        if not isinstance(self.backend, TorchBackend) or self.backend.device.type != "cpu":
+            raise ValueError(f"cpu_streams: {streams} needs the torch backend on the CPU, not "
+                             f"{self.backend.describe()}")
+        import torch
+
+        torch.set_num_threads(max(1, torch.get_num_threads() // streams))
+        return streams
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """`backend.infer`, as `cpu_streams` concurrent sub-batches when there are several
+        (threads started per call and joined: nothing outlives it)."""
+        parts = min(self.cpu_streams, len(batch))
+        if parts <= 1:
+            return self.backend.infer(batch)
+        chunks = np.array_split(batch, parts)
+        outs: list[Any] = [None] * parts
+
+        def run(i: int) -> None:
+            try:
+                outs[i] = self.backend.infer(chunks[i])
+            except BaseException as exc:  # re-raised in the caller
+                outs[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,), name=f"xnet-infer-{i}")
+                   for i in range(1, parts)]
+        for t in threads:
+            t.start()
+        run(0)
+        for t in threads:
+            t.join()
+        for out in outs:
+            if isinstance(out, BaseException):
+                raise out
+        return {key: np.concatenate([out[key] for out in outs]) for key in outs[0]}
 
     def _device_outputs(self, batch: np.ndarray) -> dict | None:
         """The network's outputs left on its CUDA device; None elsewhere and for backends

@@ -179,7 +179,8 @@ class XnetNode(NodeStatus, LifecycleNode):
         self._cameras = p.camera_names
         path, t0 = resolve_model_path(p.model), time.perf_counter()
         predictor = _load_predictor(path, p.backend, None if p.device == "auto" else p.device,
-                                    None if p.backend == "auto" else p.precision, p.warmup)
+                                    None if p.backend == "auto" else p.precision, p.warmup,
+                                    p.cpu_streams)
         self._pipeline = FramePipeline(
             predictor, FrameSettings.from_params(p), wanted=self._wanted,
             clock_ns=lambda: self.get_clock().now().nanoseconds,

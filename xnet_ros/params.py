@@ -112,6 +112,10 @@ class NodeParams:
                             "without prefix.", when=CONFIGURE)
     max_batch: int = _p(0, "Most frames (one per camera) in one forward pass; 0 = the number "
                         "of cameras.", when=CONFIGURE, range=(0, 64))
+    cpu_streams: int = _p(1, "torch on the CPU: run a batch as this many concurrent "
+                          "sub-batches, each on its own thread (torch's threads divided among "
+                          "them); 2 suits a multi-camera node on a 2-core machine. 1 = one "
+                          "forward.", when=CONFIGURE, range=(1, 16))
     # --- input (configure) ---
     image_transport: str = _p("raw", "raw: subscribe 'image' (sensor_msgs/Image); compressed: "
                               "subscribe 'image/compressed' (sensor_msgs/CompressedImage, "

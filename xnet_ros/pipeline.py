@@ -83,13 +83,16 @@ class ModelLoadError(RuntimeError):
 
 
 def load_predictor(path: Path, backend: str = "torch", device: str | None = None,
-                   precision: str | None = None, warmup: bool = False) -> Any:
+                   precision: str | None = None, warmup: bool = False,
+                   cpu_streams: int = 1) -> Any:
     """A Predictor for a model directory, or ModelLoadError naming what to fix (`model:`,
-    `backend:`, `device:`). `precision` None: the backend's own choice (auto)."""
+    `backend:`, `device:`, `cpu_streams:`). `precision` None: the backend's own choice."""
     from xnet_model import ConfigError, Predictor, WeightsError
     from xnet_model.runtime.backends import BackendError
 
     options = {} if precision is None else {"precision": precision}
+    if cpu_streams != 1:
+        options["cpu_streams"] = cpu_streams
     try:
         predictor = Predictor(path, backend=backend, device=device, **options)
     except BackendError as exc:
@@ -98,6 +101,8 @@ def load_predictor(path: Path, backend: str = "torch", device: str | None = None
     except (WeightsError, ConfigError) as exc:
         raise ModelLoadError(f"model: {path} is missing or corrupt: {exc}") from exc
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith("cpu_streams"):
+            raise ModelLoadError(str(exc)) from exc
         raise ModelLoadError(f"model: cannot load {path}: {type(exc).__name__}: {exc}") from exc
     if warmup:
         h, w = predictor.meta.input_size or (256, 256)

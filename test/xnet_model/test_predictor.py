@@ -1,6 +1,7 @@
 """Predictor on the real fixture images: shapes, dtypes, resolution, BGR, batches, errors."""
 
 import math
+import threading
 
 import cv2
 import numpy as np
@@ -118,3 +119,47 @@ def test_without_input_size_rounds_to_the_stride(tmp_path):
 def test_bad_images_are_rejected(predictor, bad):
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         predictor.predict(bad)
+
+
+def test_cpu_streams_split_a_batch_into_concurrent_forwards():
+    """The same outputs as one forward, no thread left behind, clear errors for bad values."""
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    threads = torch.get_num_threads()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    one = Predictor(model).predict_batch(images)
+    before = set(threading.enumerate())
+    try:
+        two = Predictor(model, cpu_streams=2)
+        assert two.cpu_streams == 2 and torch.get_num_threads() == max(1, threads // 2)
+        seen = []
+        infer = two.backend.infer
+        two.backend.infer = lambda batch: seen.append(len(batch)) or infer(batch)
+        split = two.predict_batch(images)
+        assert sorted(seen) == [1, 2]  # 3 images: sub-batches of 2 and 1, run at once
+        for a, b in zip(one, split):
+            np.testing.assert_allclose(a.depth, b.depth, rtol=0, atol=1e-5)
+            assert (a.labels != b.labels).mean() < 1e-3
+        assert set(threading.enumerate()) == before
+        assert Predictor(model, cpu_streams=2).predict(images[0]).depth.shape == (48, 64)
+        for bad in (0, -1, 1.5, True, "2"):
+            with pytest.raises(ValueError, match="cpu_streams"):
+                Predictor(model, cpu_streams=bad)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_cpu_streams_report_a_failing_sub_batch():
+    threads = torch.get_num_threads()
+    try:
+        p = Predictor(build_model(TINY).eval(), cpu_streams=2)
+
+        def infer(batch):
+            raise RuntimeError("boom in a sub-batch")
+
+        p.backend.infer = infer
+        with pytest.raises(RuntimeError, match="boom in a sub-batch"):
+            p.predict_batch([np.zeros((48, 64, 3), np.uint8)] * 2)
+    finally:
+        torch.set_num_threads(threads)

@@ -140,6 +140,18 @@ def test_load_predictor_names_what_to_fix(tmp_path):
         load_predictor(tmp_path)  # a directory without config.json
 
 
+def test_load_predictor_names_cpu_streams(model_dir):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert load_predictor(model_dir, cpu_streams=2).cpu_streams == 2
+        with pytest.raises(ModelLoadError, match=r"^cpu_streams: 0 must be an integer >= 1"):
+            load_predictor(model_dir, cpu_streams=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------ several cameras, one forward pass
 class BatchPredictor(FakePredictor):
     """FakePredictor with a fixed network size: `predict_batch` records each forward pass."""
