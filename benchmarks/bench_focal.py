@@ -94,8 +94,9 @@ def bench_model(path: str, views: dict[float, list[View]], label: str | None = N
     for fov, group in views.items():
         f_train = intrinsics(*group[0].depth.shape, TRAIN_FOV)[0, 0]
         raw = [predictor.predict(v.rgb).depth for v in group]
-        if aware:
-            corrected = [predictor.predict(v.rgb, fx=v.fx).depth for v in group]
+        if aware:  # what predict(rgb, fx=...) returns, without a second forward pass
+            scales = predictor.depth_scales([v.rgb for v in group], [v.fx for v in group])
+            corrected = [d * k for d, k in zip(raw, scales)]
         else:
             corrected = [d * np.float32(v.fx / f_train) for d, v in zip(raw, group)]
         for row, preds in ((plain, raw), (second, corrected)):

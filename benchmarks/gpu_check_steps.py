@@ -71,6 +71,19 @@ def synthetic_frame(height: int, width: int, seed: int = 3) -> np.ndarray:
     return synthetic_rgb(seed, height, width)
 
 
+def predictor_models(ctx: Context) -> list[tuple[str, object]]:
+    """(label, model or saved dir) for the Predictor steps: the demo model; on a real run also
+    a random-weight ConvNeXt-T x ConvNeXt-T."""
+    from xnet_model import build_model
+
+    models: list[tuple[str, object]] = [("demo", DEMO_MODEL)]
+    if not ctx.quick:
+        torch.manual_seed(0)
+        models.append(("convnextt_x_convnextt (480x640 network)",
+                       build_model("convnextt_x_convnextt").eval()))
+    return models
+
+
 def free_cuda() -> None:
     import gc
 
@@ -178,15 +191,11 @@ def step_parity(ctx: Context) -> dict:
 
 
 def step_predictor_1080p(ctx: Context) -> dict:
-    from xnet_model import Predictor, build_model
+    from xnet_model import Predictor
 
     ctx.require_device()
     frames = [synthetic_frame(1080, 1920, seed) for seed in (1, 2)]
-    models = [("demo", DEMO_MODEL)]
-    if not ctx.quick:
-        torch.manual_seed(0)
-        models.append(("convnextt_x_convnextt (480x640 network)",
-                       build_model("convnextt_x_convnextt").eval()))
+    models = predictor_models(ctx)
     precision = "fp16" if ctx.cuda else "fp32"
     warmup, iters = (1, 2) if ctx.quick else (3, 20)
     rows = []
@@ -216,15 +225,11 @@ def step_predictor_1080p(ctx: Context) -> dict:
 def step_batching(ctx: Context) -> dict:
     """One forward over B camera frames (the multi-camera node's `predict_batch`) against B
     single forwards: ms per call, frames/s, batching gain B * t(1) / t(B), peak memory."""
-    from xnet_model import Predictor, build_model
+    from xnet_model import Predictor
 
     ctx.require_device()
     frame = synthetic_frame(480, 640)
-    models = [("demo", DEMO_MODEL)]
-    if not ctx.quick:
-        torch.manual_seed(0)
-        models.append(("convnextt_x_convnextt (480x640 network)",
-                       build_model("convnextt_x_convnextt").eval()))
+    models = predictor_models(ctx)
     batches = (1, 2) if ctx.quick else (1, 2, 4, 8)
     warmup, iters = (1, 2) if ctx.quick else (5, 30)
     precision = "fp16" if ctx.cuda else "fp32"

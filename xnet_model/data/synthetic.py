@@ -94,7 +94,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if self.fov_range is None:
             return self.fov_deg
         half_w = 0.5 * self.width
-        f_wide, f_narrow = (half_w / math.tan(math.radians(a) / 2) for a in self.fov_range[::-1])
+        f_wide, f_narrow = (intrinsics(self.height, self.width, a)[0, 0]
+                            for a in self.fov_range[::-1])
         u = np.random.default_rng((seed, 0xF0C)).random()  # its own stream: scenes unchanged
         f = math.exp(math.log(f_narrow) + u * (math.log(f_wide) - math.log(f_narrow)))
         return math.degrees(2 * math.atan(half_w / f))

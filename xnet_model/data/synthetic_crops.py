@@ -17,7 +17,13 @@ import torch
 import torch.utils.data
 
 from .synthetic import NUM_CLASSES, render_scene
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, ColorJitter
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    NormalizeToTensor,
+    RandomHorizontalFlip,
+)
 
 GREY = 124  # ~ the ImageNet mean in 0..255: padding is ~0 after normalisation
 
@@ -38,11 +44,10 @@ class SyntheticCropDataset(torch.utils.data.Dataset):
         self.length, self.crop_size, self.render_size = length, crop_size, tuple(render_size)
         self.seed_offset, self.train = seed_offset, train
         self.side_range, self.min_pixels = side_range, min_pixels
-        self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+        self.normalize = NormalizeToTensor(mean, std)
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self.epoch = 0
-        self.jitter = ColorJitter(0.4, 0.4, 0.4)
+        self.flip, self.jitter = RandomHorizontalFlip(), ColorJitter(0.4, 0.4, 0.4)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,13 +93,11 @@ class SyntheticCropDataset(torch.utils.data.Dataset):
         if not 0 <= i < self.length:
             raise IndexError(f"index {i} out of range for {self.length} crops")
         patch, label = self.crop(i)
+        sample = {"image": patch}
         if self.train:
             rng = np.random.default_rng([self.seed_offset + i, self.epoch, 11])
-            if rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            patch = self.jitter({"image": np.ascontiguousarray(patch)}, rng)["image"]
+            sample = self.jitter(self.flip(sample, rng), rng)
             if rng.random() < 0.2:
-                grey = patch @ np.array([0.299, 0.587, 0.114], np.float32)
-                patch = np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)
-        image = (patch.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(image)), label
+                grey = sample["image"] @ np.array([0.299, 0.587, 0.114], np.float32)
+                sample = {"image": np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)}
+        return self.normalize(sample)["image"], label

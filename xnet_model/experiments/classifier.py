@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data.synthetic import CLASS_NAMES
 from ..data.synthetic_crops import SyntheticCropDataset
 from ..train.checkpoint import atomic_save, remove_stale_temps
+from ..train.optim import param_groups
 from ..train.trainer import WarmupPoly, seed_everything
 from .plan import CLASSIFIER_FILE, ClassifierSpec
 
@@ -86,10 +87,8 @@ def train_classifier(spec: ClassifierSpec, seed: int, folder: str | Path,
     val_set = SyntheticCropDataset(spec.val_scenes, spec.crop_size, render,
                                    spec.val_seed_offset, train=False)
     model = timm.create_model(spec.model, pretrained=False, num_classes=train_set.num_classes)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, spec.lr, spec.weight_decay, 1.0),
+                                  lr=spec.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupPoly(spec.warmup_steps, spec.steps, 0.9))
     step, curves = 0, {"train": [], "eval": []}

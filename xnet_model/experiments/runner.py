@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -39,20 +37,11 @@ DONE, SKIPPED, FAILED, BLOCKED, PENDING = "done", "skipped", "failed", "blocked"
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(json_safe(obj), f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """JSON (NaN-free) written all or nothing, readable by everyone (`atomic_write`)."""
+    from ..train.checkpoint import atomic_write  # torch and timm: not for `--list`
+
+    data = (json.dumps(json_safe(obj), indent=1, allow_nan=False) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data), mode=0o644)
 
 
 def read_result(job: RunJob) -> dict[str, Any] | None:
@@ -65,28 +54,27 @@ def read_result(job: RunJob) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and result.get("digest") == job.digest else None
 
 
+def _started_with_this_config(job: RunJob) -> bool:
+    """The job folder's spec.json has the job's current digest."""
+    try:
+        return json.loads((job.dir / SPEC_FILE).read_text()).get("digest") == job.digest
+    except (OSError, ValueError):
+        return False
+
+
 def job_status(job: RunJob) -> str:
     if read_result(job) is not None:
         return DONE
-    try:
-        started = json.loads((job.dir / SPEC_FILE).read_text()).get("digest") == job.digest
-    except (OSError, ValueError):
-        started = False
-    return "partial" if started else PENDING
+    return "partial" if _started_with_this_config(job) else PENDING
 
 
 def _prepare(job: RunJob) -> None:
     """A fresh folder unless it holds a partial run of this very configuration."""
-    spec_path = job.dir / SPEC_FILE
-    if job.dir.exists():
-        try:
-            same = json.loads(spec_path.read_text()).get("digest") == job.digest
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            log.info("%s: configuration changed (or unknown): starting afresh", job.id)
-            shutil.rmtree(job.dir)
-    atomic_write_json({"digest": job.digest, "id": job.id, "config": job.config}, spec_path)
+    if job.dir.exists() and not _started_with_this_config(job):
+        log.info("%s: configuration changed (or unknown): starting afresh", job.id)
+        shutil.rmtree(job.dir)
+    atomic_write_json({"digest": job.digest, "id": job.id, "config": job.config},
+                      job.dir / SPEC_FILE)
 
 
 def _curves(metrics_file: Path) -> dict[str, list[dict[str, Any]]]:

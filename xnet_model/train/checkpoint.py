@@ -13,9 +13,10 @@ import logging
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -32,23 +33,32 @@ BEST = "best.pt"
 TMP_SUFFIX = ".tmp"  # in-progress writes: ".<name>.<random>.tmp", never "*.pt"
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a reader (or
-    a crash at any point) sees the old complete file or the new complete file, never a part."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any],
+                 mode: int | None = None) -> Path:
+    """`write(file)` into a temporary file in the same folder, fsync, then os.replace: a reader
+    (or a crash at any point) sees the old complete file or the new complete file, never a
+    part. `mode`: the file's permissions (mkstemp's are owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save `obj` to `path` atomically (`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,8 +7,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..xnet import XNet
-
 
 class WarmupPoly:
     """LR factor: linear warm-up from `start` to 1 over `warmup` steps, then
@@ -28,10 +26,10 @@ class WarmupPoly:
         return max((1.0 - progress) ** self.power, self.floor)
 
 
-def param_groups(model: XNet, lr: float, weight_decay: float,
+def param_groups(model: nn.Module, lr: float, weight_decay: float,
                  encoder_lr_mult: float) -> list[dict[str, Any]]:
-    """Encoder / rest x decay / no decay. Norm weights, biases and other 1-d tensors (layer
-    scales) get no weight decay."""
+    """Encoder (an XNet's `encoder.*`) / rest x decay / no decay. Norm weights, biases and
+    other 1-d tensors (layer scales) get no weight decay."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
