@@ -15,6 +15,8 @@ results incrementally, so a step that times out still reports what it finished. 
   predictor_1080p  Predictor end to end, uint8 1920x1080 in -> depth/labels out
   batching         predict_batch of B = 1, 2, 4, 8 frames at 480x640 (the multi-camera node's
                    one forward): ms per call, frames/s, gain B*t(1)/t(B), peak GPU memory
+  node_pipeline    the node's frame path without ROS at 1920x1080, every output: frames/s and
+                   post ms, outputs published in turn vs overlapped with the next forward pass
   training         60 bf16 steps through torchrun (1 process, nccl on CUDA): loss, images/s
   gpu_tests        the `gpu`-marked tests (if pytest imports)
   latency_eager    median / p90 ms, FPS, peak GPU memory at 480x640: eager fp16 and bf16 for
@@ -51,6 +53,7 @@ STEPS = [
     ("parity", 60, 60),
     ("predictor_1080p", 45, 45),
     ("batching", 40, 30),
+    ("node_pipeline", 45, 30),
     ("training", 100, 90),
     ("gpu_tests", 70, 60),
     ("latency_eager", 70, 60),
@@ -130,6 +133,8 @@ def known_skip(name: str, args) -> str | None:
         return "torch_tensorrt is not installed"
     if name == "gpu_tests" and importlib.util.find_spec("pytest") is None:
         return "pytest is not importable"
+    if name == "node_pipeline" and importlib.util.find_spec("cv2") is None:
+        return "the node's outputs need OpenCV (cv2), which is not installed"
     return None
 
 

@@ -77,6 +77,15 @@ def _batching(step: dict) -> list[str]:
         ["model", "batch", "ms per call", "frames/s", "gain", "peak MB", "backend"], rows)
 
 
+def _node_pipeline(step: dict) -> list[str]:
+    r = step.get("result", {})
+    rows = [[x["mode"], _fmt(x["fps"]), _fmt(x["infer_ms"]), _fmt(x["post_ms"]), x["frames"]]
+            for x in r.get("rows", [])]
+    return [f"Input {r.get('input')}, on {r.get('backend')}; \"in turn\": outputs built and "
+            "copied once after each forward pass; \"overlapped\": while the next one runs.",
+            ""] + _table(["delivery", "frames/s", "infer ms", "post ms", "frames"], rows)
+
+
 def _training(step: dict) -> list[str]:
     r = step.get("result", {})
     lines = [f"{r.get('steps')} steps {r.get('precision')} via torchrun (1 process, process "
@@ -111,6 +120,9 @@ def markdown(report: dict) -> str:
     if "batching" in steps:
         lines += ["", "### Batched forward (several cameras, one pass)", ""] + \
             _batching(steps["batching"])
+    if "node_pipeline" in steps:
+        lines += ["", "### The node's frame path, 1920x1080 (no ROS)", ""] + \
+            _node_pipeline(steps["node_pipeline"])
     if "training" in steps:
         lines += ["", "### Training", ""] + _training(steps["training"])
     if "gpu_tests" in steps:

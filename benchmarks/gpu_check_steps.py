@@ -430,10 +430,16 @@ def step_latency_inductor(ctx):
                    "Inductor compiles for minutes on a CPU; run without --quick on a GPU")
 
 
+def _step_node_pipeline(ctx: Context) -> dict:
+    from benchmarks.gpu_check_pipeline import step_node_pipeline
+
+    return step_node_pipeline(ctx)
+
+
 STEP_FUNCTIONS = {
     "environment": step_environment, "gpu_tests": step_gpu_tests, "parity": step_parity,
     "predictor_1080p": step_predictor_1080p, "batching": step_batching,
-    "training": step_training,
+    "node_pipeline": _step_node_pipeline, "training": step_training,
     "latency_eager": step_latency_eager, "latency_cudagraph": step_latency_cudagraph,
     "latency_tensorrt": step_latency_tensorrt, "latency_inductor": step_latency_inductor,
 }

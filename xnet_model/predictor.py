@@ -237,6 +237,9 @@ class Predictor:
                 depth, labels = self.backend.run(self.backend.upload(batch))
         except NotImplementedError:
             return None
+        # the node finishes these while the next batch runs, and CUDA-graph backends
+        # (inductor reduce-overhead / max-autotune) overwrite their outputs on the next call
+        depth, labels = (None if t is None else t.clone() for t in (depth, labels))
         torch.cuda.synchronize(device)  # infer_ms stays the network's time
         tasks = self.meta.tasks
         return {**({"depth": depth[:, 0]} if "depth" in tasks else {}),

@@ -151,9 +151,10 @@ def main(args: list[str] | None = None) -> int:
                 else:
                     print(_explain_import_error(exc), file=sys.stderr)
                 return 1
-            from xnet_model.memory import tune_malloc
+            from xnet_model.memory import limit_malloc_arenas, tune_malloc
 
             tune_malloc()
+            limit_malloc_arenas()
             _init_rclpy(rclpy, args)
             context = rclpy.get_default_context()
             # two steps, so that a node interrupted in its constructor can still be torn down

@@ -2,10 +2,13 @@
 
 A thin rclpy layer over ROS-free modules (docs/node.md, "Data flow"):
 
-    image of camera c ──> c's latest-frame slot ──> worker thread: the pending frames of all
-        cameras through FramePipeline.run_batch (pipeline.py): decode + rectify -> one batched
-        forward pass -> build_outputs per camera
-    ──> the worker counts the frames ──> _deliver(result, snapshot): fields -> c's messages
+    image of camera c ──> c's latest-frame slot ──> inference thread: the pending frames of
+        all cameras through FramePipeline.infer_batch (pipeline.py): decode + rectify -> one
+        batched forward pass
+    ──> finish_predicted = build_outputs per camera, on a delivery thread while the next batch
+        runs where the forward pass leaves the CPU to it (pipeline.overlaps_delivery), else
+        on the same thread ──> the worker counts the frames ──> _deliver(result, snapshot):
+        fields -> c's messages
 
 `params`: parameter schema and validation; `worker`: slots, thread, counters per camera;
 `diagnostics`: what /diagnostics says; `ros_messages`: rclpy messages and QoS. Camera '' (no
@@ -52,7 +55,14 @@ from .params import (
     param_specs,
     resolve_model_path,
 )
-from .pipeline import FrameInput, FramePipeline, FrameResult, FrameSettings, ModelLoadError
+from .pipeline import (
+    FrameInput,
+    FramePipeline,
+    FrameResult,
+    FrameSettings,
+    ModelLoadError,
+    overlaps_delivery,
+)
 from .pipeline import load_predictor as _load_predictor
 from .ros_messages import (
     MSG_IMPORT_ERROR,
@@ -180,7 +190,7 @@ class XnetNode(NodeStatus, LifecycleNode):
         path, t0 = resolve_model_path(p.model), time.perf_counter()
         predictor = _load_predictor(path, p.backend, None if p.device == "auto" else p.device,
                                     None if p.backend == "auto" else p.precision, p.warmup,
-                                    p.cpu_streams)
+                                    p.cpu_streams, p.batch_size)
         self._pipeline = FramePipeline(
             predictor, FrameSettings.from_params(p), wanted=self._wanted,
             clock_ns=lambda: self.get_clock().now().nanoseconds,
@@ -188,7 +198,9 @@ class XnetNode(NodeStatus, LifecycleNode):
         meta, self._model_path = predictor.meta, path
         self._backend = predictor.backend.describe()
         self.get_logger().info(
-            f"model {meta.name!r} from {path} on {self._backend} loaded in "
+            f"model {meta.name!r} from {path} on {self._backend}"
+            f"{f' ({predictor.cpu_streams} CPU streams)' if predictor.cpu_streams > 1 else ''}"
+            " loaded in "
             f"{time.perf_counter() - t0:.1f} s (tasks: {', '.join(meta.tasks)}"
             f"{f', {meta.num_classes} classes' if meta.num_classes else ''})")
         for name, replacement in DEPRECATED_QOS.items():
@@ -215,8 +227,11 @@ class XnetNode(NodeStatus, LifecycleNode):
         p, pipeline = self._params, self._pipeline
         pipeline.reset_warnings()
         self._publish_class_table()
-        self._worker = InferenceWorker(pipeline.run_batch, on_done=self._deliver, batched=True,
-                                       max_batch=p.batch_size, cameras=tuple(self._cameras))
+        overlap = overlaps_delivery(pipeline.predictor)
+        self._worker = InferenceWorker(
+            pipeline.infer_batch if overlap else pipeline.run_batch,
+            finish=pipeline.finish_predicted if overlap else None, on_done=self._deliver,
+            batched=True, max_batch=p.batch_size, cameras=tuple(self._cameras))
         self._worker.start()
         compressed = p.image_transport == "compressed"
         in_qos, topics = make_qos(p.input_qos), []

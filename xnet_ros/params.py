@@ -112,10 +112,11 @@ class NodeParams:
                             "without prefix.", when=CONFIGURE)
     max_batch: int = _p(0, "Most frames (one per camera) in one forward pass; 0 = the number "
                         "of cameras.", when=CONFIGURE, range=(0, 64))
-    cpu_streams: int = _p(1, "torch on the CPU: run a batch as this many concurrent "
+    cpu_streams: int = _p(0, "torch on the CPU: run a batch as this many concurrent "
                           "sub-batches, each on its own thread (torch's threads divided among "
-                          "them); 2 suits a multi-camera node on a 2-core machine. 1 = one "
-                          "forward.", when=CONFIGURE, range=(1, 16))
+                          "them), and publish a batch while the next one runs. 1 = one "
+                          "forward; 0 = automatic: min(max_batch, torch threads) with the "
+                          "torch backend on the CPU, else 1.", when=CONFIGURE, range=(0, 16))
     # --- input (configure) ---
     image_transport: str = _p("raw", "raw: subscribe 'image' (sensor_msgs/Image); compressed: "
                               "subscribe 'image/compressed' (sensor_msgs/CompressedImage, "

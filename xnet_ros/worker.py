@@ -5,8 +5,14 @@ camera has a one-frame slot: a frame arriving while the camera's previous one is
 *replaces* it (counted as dropped). One worker thread takes the pending frames of up to
 `max_batch` cameras, longest-waiting camera first (a slow camera is not starved by a fast one),
 and runs them through `process` together (`batched=True`: `process(items)` -> one outcome per
-item; the node's `FramePipeline.run_batch`, one forward pass) or one at a time (`process(item)`).
-Per camera at most one frame waits and one is processed: memory and latency stay bounded.
+item; the node's `FramePipeline.infer_batch`, one forward pass) or one at a time (`process(item)`).
+
+With `finish` the work is a two-stage pipeline: the inference thread runs `process`, and a
+delivery thread turns each outcome into the frame's result (`finish(outcome)`: the node's
+outputs) and delivers it while the inference thread already runs the next batch, so the
+forward pass and the post-processing/publishing overlap. One batch at most waits between the
+two. Per camera at most one frame waits, one is in the forward pass and one is being finished:
+memory and latency stay bounded, and each camera's results are delivered in order.
 
 After a batch the worker first updates its counters, then calls `on_done(item, result, error,
 snapshot)` once per processed or failed frame, with the snapshot of that frame's camera, which
@@ -15,7 +21,8 @@ Counters, per camera and in total, under one lock (a snapshot is consistent):
 
     received = processed + dropped + skipped + failed + in_flight
 
-``in_flight`` = pending + processing (each 0 or 1 per camera). ``skipped``: frames not worth
+``in_flight`` = pending (0 or 1 per camera) + processing (0 to 2 per camera: in the forward
+pass, and being finished). ``skipped``: frames not worth
 processing (no subscribers, or `process` returned None); messages count them as dropped.
 """
 
@@ -67,7 +74,7 @@ class WorkerSnapshot:
     failed: int = 0
     pending: int = 0  # frames waiting in the slots (0 or 1 per camera)
     busy: bool = False  # frames are being processed
-    processing: int = 0  # how many (0 or 1 per camera)
+    processing: int = 0  # how many (0 to 2 per camera: forward pass, finishing)
     rate_hz: float = 0.0
     latency: dict[str, LatencySummary] = field(default_factory=dict)
     last_error: str = ""
@@ -174,16 +181,20 @@ class InferenceWorker:
     as a batch outcome) counts the frame as failed; an exception raised by a batched `process`
     fails the whole batch. Then `on_done(item, result, error, snapshot)` delivers the result (or
     the error); it may return milliseconds it spent delivering (publishing), which are added to
-    the frame's post_ms and total_ms. If it raises, the worker survives. `cameras` names the
-    cameras known from the start (others are added by their first frame).
+    the frame's post_ms and total_ms. If it raises, the worker survives. `finish(outcome)`, if
+    given, runs on a second thread for each outcome that is neither None nor an exception and
+    returns the result (or an exception: the frame failed); see the module's docstring.
+    `cameras` names the cameras known from the start (others are added by their first frame).
     """
 
     def __init__(self, process: ProcessFn, *, on_done: DoneFn | None = None,
-                 batched: bool = False, max_batch: int = 1, cameras: tuple[str, ...] = ("",),
+                 finish: Callable[[Any], Any] | None = None, batched: bool = False,
+                 max_batch: int = 1, cameras: tuple[str, ...] = ("",),
                  name: str = "xnet-inference", rate_window_s: float = 3.0,
                  latency_window: int = 100, clock: Callable[[], float] = time.monotonic):
         self._process = process
         self._on_done = on_done
+        self._finish = finish
         self._batched = batched
         self._max_batch = max(1, int(max_batch)) if batched else 1
         self._name = name
@@ -196,6 +207,9 @@ class InferenceWorker:
         self._counts: dict[str, _Counts] = {}
         self._all = _Counts(latency_window)
         self._thread: threading.Thread | None = None
+        self._finisher: threading.Thread | None = None
+        self._handoff: tuple[list, list] | None = None  # a batch for the delivery thread
+        self._inference_done = False
         self._delivering = False  # on_done is running for frames already counted
         self._stopping = False
         for camera in cameras:
@@ -206,6 +220,10 @@ class InferenceWorker:
         if self._thread is not None:
             raise RuntimeError("worker already started")
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        if self._finish is not None:
+            self._finisher = threading.Thread(target=self._run_finisher,
+                                              name=f"{self._name}-delivery", daemon=True)
+            self._finisher.start()
         self._thread.start()
 
     def stop(self, timeout: float | None = 10.0) -> bool:
@@ -219,12 +237,16 @@ class InferenceWorker:
             self._cond.notify_all()
         if self._thread is None:
             return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        threads = [t for t in (self._thread, self._finisher) if t is not None]
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stopping
+        return (self._thread is not None and self._thread.is_alive() and not self._stopping
+                and (self._finisher is None or self._finisher.is_alive()))
 
     # ------------------------------------------------------------------- inputs
     def submit(self, item: Any, camera: str = "") -> bool:
@@ -364,34 +386,68 @@ class InferenceWorker:
         return outcomes
 
     def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._pending() or self._stopping)
+                    if not self._pending():  # stopping and nothing left
+                        return
+                    batch = self._take_batch_locked()
+                outcomes = self._outcomes([item for _, item in batch])
+                if self._finisher is None:
+                    self._complete(batch, outcomes)
+                    continue
+                with self._cond:  # one batch waits at most: hand over when the last is taken
+                    self._cond.wait_for(lambda: self._handoff is None
+                                        or not self._finisher.is_alive())
+                    self._handoff = (batch, outcomes)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._inference_done = True
+                self._cond.notify_all()
+
+    def _run_finisher(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending() or self._stopping)
-                if not self._pending():  # stopping and nothing left
+                self._cond.wait_for(lambda: self._handoff is not None or self._inference_done)
+                if self._handoff is None:
                     return
-                batch = self._take_batch_locked()
-            outcomes = self._outcomes([item for _, item in batch])
-            with self._cond:
-                now = self._clock()
-                for (camera, _), outcome in zip(batch, outcomes):
-                    self._count_outcome_locked(camera, outcome, now)
-                deliveries = [(camera, item, outcome, self._snapshot_locked(camera))
-                              for (camera, item), outcome in zip(batch, outcomes)
-                              if outcome is not None]
-                self._delivering = bool(deliveries)
+                (batch, outcomes), self._handoff = self._handoff, None
                 self._cond.notify_all()
-            for camera, item, outcome, snapshot in deliveries:
-                error = outcome if isinstance(outcome, BaseException) else None
-                result = None if error is not None else outcome
-                extra_ms = 0.0
-                if self._on_done is not None:
-                    try:
-                        extra_ms = float(self._on_done(item, result, error, snapshot) or 0.0)
-                    except Exception:  # publishing/logging must never kill the worker
-                        extra_ms = 0.0
-                if result is not None:
-                    with self._cond:
-                        self._record_latency_locked(camera, result.timings, extra_ms)
-            with self._cond:
-                self._delivering = False
-                self._cond.notify_all()
+            self._complete(batch, [self._finished(o) for o in outcomes])
+
+    def _finished(self, outcome: Any) -> Any:
+        if outcome is None or isinstance(outcome, BaseException):
+            return outcome
+        try:
+            return self._finish(outcome)
+        except Exception as exc:  # counted as failed, never fatal
+            return exc
+
+    def _complete(self, batch: list[tuple[str, Any]], outcomes: list[Any]) -> None:
+        """Count the batch's frames, then deliver each (`on_done`) and record its latency."""
+        with self._cond:
+            now = self._clock()
+            for (camera, _), outcome in zip(batch, outcomes):
+                self._count_outcome_locked(camera, outcome, now)
+            deliveries = [(camera, item, outcome, self._snapshot_locked(camera))
+                          for (camera, item), outcome in zip(batch, outcomes)
+                          if outcome is not None]
+            self._delivering = bool(deliveries)
+            self._cond.notify_all()
+        for camera, item, outcome, snapshot in deliveries:
+            error = outcome if isinstance(outcome, BaseException) else None
+            result = None if error is not None else outcome
+            extra_ms = 0.0
+            if self._on_done is not None:
+                try:
+                    extra_ms = float(self._on_done(item, result, error, snapshot) or 0.0)
+                except Exception:  # publishing/logging must never kill the worker
+                    extra_ms = 0.0
+            if result is not None:
+                with self._cond:
+                    self._record_latency_locked(camera, result.timings, extra_ms)
+        with self._cond:
+            self._delivering = False
+            self._cond.notify_all()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_multicam import markdown, proc_cpu_s, proc_memory, start_nodes, verdict
+from benchmarks.bench_multicam import (
+    markdown,
+    medians,
+    proc_cpu_s,
+    proc_memory,
+    start_nodes,
+    verdict,
+)
 
 
 def row(config, n, fps, rss):
@@ -23,6 +30,27 @@ def test_verdict_compares_four_cameras_with_one_and_four_nodes():
     assert table[2] == ("| 1 | 1 single-camera node | 10.0 (10) | 70 | 1000 (1000) | 50 | "
                         "1.0 → 2.0 |")
     assert table[3].startswith("| 4 | one node, `cameras` x4 | 30.0 (40) |")
+
+
+def test_rounds_are_judged_on_their_medians():
+    rows = [{**row(config, n, fps, rss), "round": r}
+            for r, fps4 in ((1, (36.0, 38.0)), (2, (40.0, 37.0)), (3, (39.0, 39.5)))
+            for config, n, fps, rss in (("separate", 1, 10.0, 1000.0),
+                                        ("multi", 4, fps4[0], 1100.0 + r),
+                                        ("separate", 4, fps4[1], 4000.0))]
+    m = medians(rows)
+    assert m[("multi", 4)]["fps"] == 39.0 and m[("separate", 4)]["fps"] == 38.0
+    assert m[("multi", 4)]["fps_rounds"] == [36.0, 40.0, 39.0]
+    assert m[("multi", 4)]["rss_mb"] == 1102.0
+    assert verdict(rows) == (
+        "4 cameras: RSS 1102 MB = 1.10x one single-camera node (target <= 1.3x; four nodes: "
+        "4.00x); throughput 39.0 vs 38.0 frames/s for four nodes (medians of 3 rounds: "
+        "[36.0, 40.0, 39.0] vs [38.0, 37.0, 39.5]) (target >=: met).")
+    table = markdown(rows).splitlines()
+    assert table[0].startswith("| cameras | configuration | round | processed frames/s")
+    assert table[2] == ("| 1 | 1 single-camera node | 1 | 10.0 (10) | 70 | 1000 (1000) | 50 | "
+                        "1.0 → 2.0 |")
+    assert len(table) == 2 + 9
 
 
 def test_process_readers_and_node_command_lines(tmp_path, monkeypatch):

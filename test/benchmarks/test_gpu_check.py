@@ -21,15 +21,15 @@ def test_gpu_check_quick_on_cpu(tmp_path):
                           capture_output=True, text=True, timeout=1000, cwd=tmp_path)
     report = json.loads((out / "gpu_check.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
-    assert list(steps) == ["environment", "parity", "predictor_1080p", "batching", "training",
-                           "gpu_tests",
+    assert list(steps) == ["environment", "parity", "predictor_1080p", "batching",
+                           "node_pipeline", "training", "gpu_tests",
                            "latency_eager", "latency_cudagraph", "latency_tensorrt",
                            "latency_inductor"]
     bad = {n: (s["status"], s["reason"], s.get("log_tail", "")[-800:])
            for n, s in steps.items() if s["status"] not in ("ok", "skipped")}
     assert not bad and proc.returncode == 0, (bad, proc.stdout[-2000:])
-    for name in ("environment", "parity", "predictor_1080p", "batching", "training",
-                 "gpu_tests", "latency_eager"):
+    for name in ("environment", "parity", "predictor_1080p", "batching", "node_pipeline",
+                 "training", "gpu_tests", "latency_eager"):
         assert steps[name]["status"] == "ok", (name, steps[name]["reason"])
     assert all(s["reason"] for s in steps.values() if s["status"] == "skipped")
     assert report["device"] == "cpu" and report["quick"] is True
@@ -46,6 +46,9 @@ def test_gpu_check_quick_on_cpu(tmp_path):
     assert [(r["model"], r["batch"]) for r in batching] == [("demo", 1), ("demo", 2)]
     assert batching[0]["gain"] == 1.0 and all(r["median_ms"] > 0 for r in batching)
     assert batching[1]["fps"] == pytest.approx(2e3 / batching[1]["median_ms"], rel=0.01)
+    node = {r["mode"]: r for r in steps["node_pipeline"]["result"]["rows"]}
+    assert set(node) == {"in turn", "overlapped"}
+    assert all(r["frames"] >= 1 and r["fps"] > 0 and r["post_ms"] > 0 for r in node.values())
     training = steps["training"]["result"]
     assert training["returncode"] == 0 and training["process_group"] in ("gloo", None)
     assert "precision=fp32" in training["command"]  # quick: the wiring, not bf16 speed
@@ -59,4 +62,5 @@ def test_gpu_check_quick_on_cpu(tmp_path):
     md = (out / "gpu_check.md").read_text()
     assert md.startswith("## GPU check: cpu (--quick)")
     assert "### Batched forward (several cameras, one pass)" in md
+    assert "### The node's frame path, 1920x1080 (no ROS)" in md
     assert "### Parity against CPU fp32" in md and "| demo | torch | 64x96 |" in md

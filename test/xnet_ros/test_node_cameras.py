@@ -212,10 +212,17 @@ def test_two_cameras_topics_headers_stats_and_diagnostics(ros, model_dir, frames
         ros.remove(node)
 
 
-def test_a_broken_camera_never_stops_the_other(ros, model_dir, frames):
-    node = start(ros, model_dir, "broken")
-    probe = Cameras(ros, "broken")
+@pytest.mark.parametrize("cpu_streams", [1, 2], ids=["in-turn", "overlapped-delivery"])
+def test_a_broken_camera_never_stops_the_other(ros, model_dir, frames, cpu_streams):
+    import torch
+
+    threads = torch.get_num_threads()  # cpu_streams divides the process's torch threads
+    node = start(ros, model_dir, f"broken{cpu_streams}", cpu_streams=cpu_streams)
+    probe = Cameras(ros, f"broken{cpu_streams}")
     try:
+        # with two CPU streams the outputs are built and published on a delivery thread
+        # while the next batch's forward pass runs
+        assert (node._worker._finisher is not None) == (cpu_streams > 1)
         connect(node, probe)
         bad = Image(height=10, width=10, encoding="yuv9000", step=30, data=bytes(300))
         for sec in range(1, 6):
@@ -237,6 +244,7 @@ def test_a_broken_camera_never_stops_the_other(ros, model_dir, frames):
     finally:
         ros.remove(probe.node)
         ros.remove(node)
+        torch.set_num_threads(threads)
 
 
 def test_a_5_hz_camera_is_served_next_to_a_30_hz_one(ros, model_dir, frames):

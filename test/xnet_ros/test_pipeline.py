@@ -13,12 +13,16 @@ from xnet_ros.geometry import Intrinsics
 from xnet_ros.outputs import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
 from xnet_ros.params import NodeParams
 from xnet_ros.pipeline import (
+    EVERYTHING,
     FrameInput,
     FramePipeline,
     FrameSettings,
     ModelLoadError,
+    PredictedFrame,
+    auto_cpu_streams,
     fit_intrinsics,
     load_predictor,
+    overlaps_delivery,
     stamp_ns,
 )
 
@@ -146,10 +150,27 @@ def test_load_predictor_names_cpu_streams(model_dir):
     threads = torch.get_num_threads()
     try:
         assert load_predictor(model_dir, cpu_streams=2).cpu_streams == 2
-        with pytest.raises(ModelLoadError, match=r"^cpu_streams: 0 must be an integer >= 1"):
-            load_predictor(model_dir, cpu_streams=0)
+        torch.set_num_threads(threads)
+        with pytest.raises(ModelLoadError, match=r"^cpu_streams: -1 must be an integer >= 1"):
+            load_predictor(model_dir, cpu_streams=-1)
+        # 0 = automatic: one stream per frame of a batch, up to torch's threads, on the CPU
+        assert load_predictor(model_dir, cpu_streams=0, batch=1).cpu_streams == 1
+        torch.set_num_threads(2)
+        assert load_predictor(model_dir, cpu_streams=0, device="cpu", batch=4).cpu_streams == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_auto_cpu_streams_only_for_torch_on_the_cpu_with_a_batch():
+    import torch
+
+    threads = torch.get_num_threads()
+    assert auto_cpu_streams("torch", "cpu", 4) == min(4, threads)
+    assert auto_cpu_streams("torch", "cpu", 1) == 1
+    assert auto_cpu_streams("torch", "cuda:0", 4) == 1
+    assert auto_cpu_streams("onnxruntime", "cpu", 4) == 1
+    assert auto_cpu_streams("torch", None, 4) == (1 if torch.cuda.is_available()
+                                                   else min(4, threads))
 
 
 # ------------------------------------------------------------ several cameras, one forward pass
@@ -205,6 +226,39 @@ def test_run_batch_bad_frame_fails_alone_and_forward_failure_fails_the_batch():
     assert predictor.batches == [[(4, 6)]]
     results = pipe.run_batch([FrameInput(good, camera="front"), FrameInput(good, camera="left")])
     assert [str(r) for r in results] == ["forward pass failed"] * 2
+
+
+def test_infer_batch_then_finish_predicted_equals_run_batch():
+    predictor = BatchPredictor()
+    pipe = FramePipeline(predictor, wanted=lambda camera: {"": EVERYTHING, "idle": frozenset()}
+                         .get(camera, EVERYTHING))
+    good, _ = image_msg()
+    bad, _ = image_msg(encoding="yuv9000")
+    frames = [FrameInput(good), FrameInput(bad, camera="b"), FrameInput(good, camera="idle")]
+    staged = pipe.infer_batch(frames)
+    assert isinstance(staged[0], PredictedFrame) and staged[0].frame.camera == ""
+    assert isinstance(staged[1], ImageConversionError) and staged[2] is None
+    assert predictor.batches == [[(4, 6)]]  # the forward pass ran; no outputs built yet
+    finished = pipe.finish_predicted(staged[0])
+    whole = pipe.run_batch(frames)[0]
+    for name, fields in whole.outputs.fields.items():
+        for key, value in fields.items():
+            mine = finished.outputs.fields[name][key]
+            assert bytes(mine) == bytes(value) if key == "data" else mine == value, (name, key)
+    broken = PredictedFrame(staged[0].frame, SimpleNamespace(depth="not an array", labels=None,
+                                                             timings={}))
+    assert isinstance(pipe.finish_predicted(broken), Exception)  # returned, not raised
+
+
+def test_delivery_overlaps_the_forward_pass_where_it_leaves_the_cpu_free():
+    def predictor(device, streams=1):
+        return SimpleNamespace(backend=SimpleNamespace(device=SimpleNamespace(type=device)),
+                               cpu_streams=streams)
+
+    assert overlaps_delivery(predictor("cuda"))
+    assert overlaps_delivery(predictor("cpu", streams=2))
+    assert not overlaps_delivery(predictor("cpu"))  # one multi-threaded CPU forward pass
+    assert not overlaps_delivery(FakePredictor())  # no backend: runs on the CPU
 
 
 def test_warnings_once_per_kind_and_camera():

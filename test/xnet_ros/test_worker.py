@@ -401,3 +401,94 @@ def test_a_failing_forward_pass_fails_its_batch_and_the_worker_goes_on():
         w.stop(5.0)
     assert s.failed == calls[0] and s.processed == 3 - calls[0] and s.balanced
     assert "out of memory" in s.last_error and w.snapshot("a").latency["infer_ms"].last == 3.0
+
+
+# ------------------------------------------------------- two stages: forward pass | finish
+class TwoStages:
+    """A fake pipeline split like the node's: `infer(items)` (the forward pass) and
+    `finish(outcome)` (outputs), each logging when it starts and ends; `finish` of a frame
+    whose item is "late" waits until the forward pass of "next" has started."""
+
+    def __init__(self):
+        self.log: list[tuple[str, object]] = []
+        self.next_infer_started = threading.Event()
+
+    def infer(self, items):
+        if "next" in items:
+            self.next_infer_started.set()
+        self.log.append(("infer", [item for item in items]))
+        return [ValueError("undecodable") if item == "bad" else None if item == "skip"
+                else item for item in items]
+
+    def finish(self, item):
+        if item == "late":
+            assert self.next_infer_started.wait(10.0)
+        if item == "broken-outputs":
+            raise RuntimeError("outputs failed")
+        self.log.append(("finish", item))
+        return SimpleNamespace(item=item, timings={"infer_ms": 10.0, "post_ms": 2.0})
+
+
+def test_the_next_forward_pass_runs_while_a_batch_is_finished():
+    stages, delivered = TwoStages(), []
+    w = InferenceWorker(stages.infer, finish=stages.finish, batched=True, max_batch=1,
+                        on_done=lambda item, result, exc, snap: delivered.append(item))
+    w.start()
+    try:
+        w.submit("late")
+        assert wait_for(lambda: ("infer", ["late"]) in stages.log)
+        w.submit("next")  # its forward pass must not wait for "late" to be finished
+        assert w.wait_idle(10.0)
+        s = w.snapshot()
+    finally:
+        assert w.stop(5.0)
+    assert stages.log.index(("infer", ["next"])) < stages.log.index(("finish", "late"))
+    assert delivered == ["late", "next"]  # each camera's results in order
+    assert s.processed == 2 and s.balanced and s.in_flight == 0
+
+
+def test_two_stage_failures_and_skips_are_counted_and_the_worker_goes_on():
+    stages, errors = TwoStages(), []
+
+    def on_done(item, result, exc, snap):
+        errors.append(None if exc is None else str(exc))
+
+    w = InferenceWorker(stages.infer, finish=stages.finish, batched=True, max_batch=4,
+                        on_done=on_done, cameras=("a", "b", "c", "d"))
+    w.start()
+    try:
+        for camera, item in zip("abcd", ("bad", "skip", "broken-outputs", "fine")):
+            w.submit(item, camera)
+        assert w.wait_idle(10.0)
+        w.submit("again", "c")
+        assert w.wait_idle(10.0)
+        s = w.snapshot()
+    finally:
+        assert w.stop(5.0)
+    assert (s.processed, s.failed, s.skipped) == (2, 2, 1) and s.balanced
+    assert sorted(e for e in errors if e) == ["outputs failed", "undecodable"]
+    assert w.snapshot("c").processed == 1 and "outputs failed" in w.snapshot("c").last_error
+
+
+def test_two_stage_flood_stays_bounded_and_stop_delivers_what_was_taken():
+    stages, delivered = TwoStages(), []
+    w = InferenceWorker(stages.infer, finish=stages.finish, batched=True, max_batch=2,
+                        cameras=("a", "b"),
+                        on_done=lambda item, result, exc, snap: delivered.append(item))
+    w.start()
+    snapshots = []
+    for i in range(400):
+        w.submit(("a", i), "a")
+        w.submit(("b", i), "b")
+        if i % 20 == 0:
+            snapshots.append(w.snapshot())
+    assert w.stop(10.0)
+    s = w.snapshot()
+    assert s.received == 800 and s.balanced and s.in_flight == 0
+    assert s.processed == len(delivered) and s.dropped == 800 - s.processed
+    for camera in "ab":
+        mine = [i for c, i in delivered if c == camera]
+        assert mine == sorted(mine)
+    for snap in snapshots:  # per camera: 1 waiting + 1 in the forward pass + 1 finishing
+        assert snap.balanced and snap.pending <= 2 and snap.in_flight <= 6
+        assert all(c.in_flight <= 3 for c in snap.cameras.values())
