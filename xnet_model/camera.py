@@ -32,12 +32,18 @@ def check_focal(fx: float, what: str = "fx") -> float:
     return value
 
 
+def resized_focal(fx: float, image_size: Sequence[int], size: Sequence[int]) -> float:
+    """fx of an image of `image_size` (H, W) once resized to `size` (H, W): fx times the
+    geometric mean of the two resize factors (equal for an aspect-preserving resize; square
+    pixels assumed). Not checked: a NaN focal (unknown) stays NaN."""
+    (h, w), (nh, nw) = image_size, size
+    return float(fx) * math.sqrt((nh / h) * (nw / w))
+
+
 def network_focal(fx: float, image_size: Sequence[int], network_size: Sequence[int]) -> float:
     """fx of an image of `image_size` (H, W) in pixels of the network input of
-    `network_size` (H, W) it is resized to: fx times the geometric mean of the two resize
-    factors (equal for an aspect-preserving resize; square pixels assumed)."""
-    (h, w), (nh, nw) = image_size, network_size
-    return check_focal(fx) * math.sqrt((nh / h) * (nw / w))
+    `network_size` (H, W) it is resized to (`resized_focal` of a checked focal)."""
+    return resized_focal(check_focal(fx), image_size, network_size)
 
 
 def metric_scale(canonical_focal: float | None, fx: float | None,

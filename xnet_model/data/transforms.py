@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..camera import resized_focal
+
 Sample = dict[str, Any]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -202,8 +204,7 @@ class Resize:
         height, width = self.size
         out = dict(sample)
         if "focal" in sample:
-            img_h, img_w = sample["image"].shape[:2]
-            out["focal"] = float(sample["focal"]) * math.sqrt(height / img_h * width / img_w)
+            out["focal"] = resized_focal(sample["focal"], sample["image"].shape[:2], self.size)
         keys = _spatial_keys(sample) if self.targets else ["image"]
         for key in keys:
             if sample[key].shape[:2] != (height, width):
