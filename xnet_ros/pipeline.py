@@ -102,11 +102,13 @@ def auto_cpu_streams(backend: str, device: str | None, batch: int) -> int:
         return 1
     import torch
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not str(device).startswith("cpu"):
+    from xnet_model.runtime.backends import BackendError, resolve_device
+
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except BackendError:  # the Predictor reports a bad device; nothing to split then
         return 1
-    return max(1, min(batch, torch.get_num_threads()))
+    return max(1, min(batch, torch.get_num_threads())) if on_cpu else 1
 
 
 def load_predictor(path: Path, backend: str = "torch", device: str | None = None,
@@ -121,10 +123,9 @@ def load_predictor(path: Path, backend: str = "torch", device: str | None = None
     if cpu_streams == 0:
         cpu_streams = auto_cpu_streams(backend, device, batch)
     options = {} if precision is None else {"precision": precision}
-    if cpu_streams != 1:
-        options["cpu_streams"] = cpu_streams
     try:
-        predictor = Predictor(path, backend=backend, device=device, **options)
+        predictor = Predictor(path, backend=backend, device=device, cpu_streams=cpu_streams,
+                              **options)
     except BackendError as exc:
         what = "device" if "device" in str(exc) else "backend"
         raise ModelLoadError(f"{what}: {exc}") from exc

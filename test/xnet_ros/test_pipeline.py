@@ -169,6 +169,7 @@ def test_auto_cpu_streams_only_for_torch_on_the_cpu_with_a_batch():
     assert auto_cpu_streams("torch", "cpu", 1) == 1
     assert auto_cpu_streams("torch", "cuda:0", 4) == 1
     assert auto_cpu_streams("onnxruntime", "cpu", 4) == 1
+    assert auto_cpu_streams("torch", "no-such-device", 4) == 1  # the Predictor says why
     assert auto_cpu_streams("torch", None, 4) == (1 if torch.cuda.is_available()
                                                    else min(4, threads))
 
