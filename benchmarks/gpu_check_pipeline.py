@@ -52,10 +52,8 @@ def step_node_pipeline(ctx: Context) -> dict:
             posts.append(result.timings["post_ms"] + publish_ms)
             return publish_ms
 
-        overlapped = mode == "overlapped"
-        worker = InferenceWorker(pipe.infer_batch if overlapped else pipe.run_batch,
-                                 finish=pipe.finish_predicted if overlapped else None,
-                                 on_done=publish, batched=True)
+        worker = InferenceWorker(pipe.infer_batch, finish=pipe.finish_predicted,
+                                 overlap=mode == "overlapped", on_done=publish, batched=True)
         worker.start()
         try:
             for _ in range(3):  # warm-up, one frame at a time

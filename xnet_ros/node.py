@@ -227,10 +227,9 @@ class XnetNode(NodeStatus, LifecycleNode):
         p, pipeline = self._params, self._pipeline
         pipeline.reset_warnings()
         self._publish_class_table()
-        overlap = overlaps_delivery(pipeline.predictor)
         self._worker = InferenceWorker(
-            pipeline.infer_batch if overlap else pipeline.run_batch,
-            finish=pipeline.finish_predicted if overlap else None, on_done=self._deliver,
+            pipeline.infer_batch, finish=pipeline.finish_predicted,
+            overlap=overlaps_delivery(pipeline.predictor), on_done=self._deliver,
             batched=True, max_batch=p.batch_size, cameras=tuple(self._cameras))
         self._worker.start()
         compressed = p.image_transport == "compressed"

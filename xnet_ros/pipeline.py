@@ -4,11 +4,12 @@
         --predict (xnet_model.Predictor.predict_batch, several cameras at once)--> depth, labels
         --build_outputs--> FrameOutputs (message fields per output) + timings
 
-`xnet_node` runs `FramePipeline.run_batch` on its worker (the pending frame of each camera, one
-forward pass: `infer_batch`; then `finish_predicted` per frame, on a delivery thread while the
-next batch runs where `overlaps_delivery`) and only wraps the results into rclpy messages;
-`xnet bag infer` runs the same stages one by one (decode on its read-ahead thread, the model on
-the caller's, outputs on its writer thread) and wraps the same fields into rosbags messages.
+`xnet_node`'s worker runs `FramePipeline.run_batch` in its two parts (the pending frame of each
+camera, one forward pass: `infer_batch`; then `finish_predicted` per frame, on a delivery thread
+while the next batch runs where `overlaps_delivery`) and only wraps the results into rclpy
+messages; `xnet bag infer` runs the same stages one by one (decode on its read-ahead thread,
+the model on the caller's, outputs on its writer thread) and wraps the same fields into rosbags
+messages.
 Each camera (`FrameInput.camera`, '' for a single-camera node) has its own calibration
 (`set_camera_info`) and rectification maps; a decoded frame carries the intrinsics of the image
 the network sees (rectified and at its own size) into `predict`.
@@ -397,7 +398,8 @@ class FramePipeline:
     def infer_batch(self, frames: Sequence[FrameInput]
                     ) -> list[PredictedFrame | None | Exception]:
         """`run_batch` up to the network's outputs (decode, one forward pass); the node's
-        worker finishes each frame (`finish_predicted`) while the next batch runs."""
+        worker then finishes each frame (`finish_predicted`), where `overlaps_delivery` while
+        the next batch runs."""
         outcomes: list[Any] = [None] * len(frames)
         decoded: list[tuple[int, DecodedFrame]] = []
         for i, frame in enumerate(frames):

@@ -7,12 +7,13 @@ camera has a one-frame slot: a frame arriving while the camera's previous one is
 and runs them through `process` together (`batched=True`: `process(items)` -> one outcome per
 item; the node's `FramePipeline.infer_batch`, one forward pass) or one at a time (`process(item)`).
 
-With `finish` the work is a two-stage pipeline: the inference thread runs `process`, and a
-delivery thread turns each outcome into the frame's result (`finish(outcome)`: the node's
-outputs) and delivers it while the inference thread already runs the next batch, so the
-forward pass and the post-processing/publishing overlap. One batch at most waits between the
-two. Per camera at most one frame waits, one is in the forward pass and one is being finished:
-memory and latency stay bounded, and each camera's results are delivered in order.
+`finish(outcome)`, if given, turns each outcome into the frame's result (the node's outputs)
+before it is counted and delivered: on the same thread, or with `overlap=True` on a delivery
+thread while the inference thread already runs the next batch, so the forward pass and the
+post-processing/publishing overlap (a two-stage pipeline; one batch at most waits between the
+two). Per camera at most one frame waits, one is in the forward pass and, overlapped, one is
+being finished: memory and latency stay bounded, and each camera's results are delivered in
+order.
 
 After a batch the worker first updates its counters, then calls `on_done(item, result, error,
 snapshot)` once per processed or failed frame, with the snapshot of that frame's camera, which
@@ -182,19 +183,20 @@ class InferenceWorker:
     fails the whole batch. Then `on_done(item, result, error, snapshot)` delivers the result (or
     the error); it may return milliseconds it spent delivering (publishing), which are added to
     the frame's post_ms and total_ms. If it raises, the worker survives. `finish(outcome)`, if
-    given, runs on a second thread for each outcome that is neither None nor an exception and
-    returns the result (or an exception: the frame failed); see the module's docstring.
+    given, runs for each outcome that is neither None nor an exception and returns the result
+    (or an exception: the frame failed); with `overlap` on a second thread (module docstring).
     `cameras` names the cameras known from the start (others are added by their first frame).
     """
 
     def __init__(self, process: ProcessFn, *, on_done: DoneFn | None = None,
-                 finish: Callable[[Any], Any] | None = None, batched: bool = False,
-                 max_batch: int = 1, cameras: tuple[str, ...] = ("",),
+                 finish: Callable[[Any], Any] | None = None, overlap: bool = False,
+                 batched: bool = False, max_batch: int = 1, cameras: tuple[str, ...] = ("",),
                  name: str = "xnet-inference", rate_window_s: float = 3.0,
                  latency_window: int = 100, clock: Callable[[], float] = time.monotonic):
         self._process = process
         self._on_done = on_done
         self._finish = finish
+        self._overlap = overlap and finish is not None
         self._batched = batched
         self._max_batch = max(1, int(max_batch)) if batched else 1
         self._name = name
@@ -220,7 +222,7 @@ class InferenceWorker:
         if self._thread is not None:
             raise RuntimeError("worker already started")
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        if self._finish is not None:
+        if self._overlap:
             self._finisher = threading.Thread(target=self._run_finisher,
                                               name=f"{self._name}-delivery", daemon=True)
             self._finisher.start()
@@ -395,7 +397,7 @@ class InferenceWorker:
                     batch = self._take_batch_locked()
                 outcomes = self._outcomes([item for _, item in batch])
                 if self._finisher is None:
-                    self._complete(batch, outcomes)
+                    self._complete(batch, [self._finished(o) for o in outcomes])
                     continue
                 with self._cond:  # one batch waits at most: hand over when the last is taken
                     self._cond.wait_for(lambda: self._handoff is None
@@ -418,7 +420,7 @@ class InferenceWorker:
             self._complete(batch, [self._finished(o) for o in outcomes])
 
     def _finished(self, outcome: Any) -> Any:
-        if outcome is None or isinstance(outcome, BaseException):
+        if self._finish is None or outcome is None or isinstance(outcome, BaseException):
             return outcome
         try:
             return self._finish(outcome)

@@ -431,7 +431,8 @@ class TwoStages:
 
 def test_the_next_forward_pass_runs_while_a_batch_is_finished():
     stages, delivered = TwoStages(), []
-    w = InferenceWorker(stages.infer, finish=stages.finish, batched=True, max_batch=1,
+    w = InferenceWorker(stages.infer, finish=stages.finish, overlap=True, batched=True,
+                        max_batch=1,
                         on_done=lambda item, result, exc, snap: delivered.append(item))
     w.start()
     try:
@@ -447,15 +448,17 @@ def test_the_next_forward_pass_runs_while_a_batch_is_finished():
     assert s.processed == 2 and s.balanced and s.in_flight == 0
 
 
-def test_two_stage_failures_and_skips_are_counted_and_the_worker_goes_on():
+@pytest.mark.parametrize("overlap", [False, True], ids=["finish-inline", "finish-overlapped"])
+def test_two_stage_failures_and_skips_are_counted_and_the_worker_goes_on(overlap):
     stages, errors = TwoStages(), []
 
     def on_done(item, result, exc, snap):
         errors.append(None if exc is None else str(exc))
 
-    w = InferenceWorker(stages.infer, finish=stages.finish, batched=True, max_batch=4,
-                        on_done=on_done, cameras=("a", "b", "c", "d"))
+    w = InferenceWorker(stages.infer, finish=stages.finish, overlap=overlap, batched=True,
+                        max_batch=4, on_done=on_done, cameras=("a", "b", "c", "d"))
     w.start()
+    assert (w._finisher is not None) == overlap  # inline: finished on the inference thread
     try:
         for camera, item in zip("abcd", ("bad", "skip", "broken-outputs", "fine")):
             w.submit(item, camera)
@@ -472,8 +475,8 @@ def test_two_stage_failures_and_skips_are_counted_and_the_worker_goes_on():
 
 def test_two_stage_flood_stays_bounded_and_stop_delivers_what_was_taken():
     stages, delivered = TwoStages(), []
-    w = InferenceWorker(stages.infer, finish=stages.finish, batched=True, max_batch=2,
-                        cameras=("a", "b"),
+    w = InferenceWorker(stages.infer, finish=stages.finish, overlap=True, batched=True,
+                        max_batch=2, cameras=("a", "b"),
                         on_done=lambda item, result, exc, snap: delivered.append(item))
     w.start()
     snapshots = []
