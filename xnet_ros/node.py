@@ -41,6 +41,7 @@ from std_msgs.msg import Header
 from .cameras import camera_topic
 from .diagnostics import frame_error_message
 from .node_status import NodeStatus
+from .outputs import BufferPool
 from .params import (
     ALL_OUTPUTS,
     CLASS_TABLE_TOPIC,
@@ -64,6 +65,7 @@ from .pipeline import (
     overlaps_delivery,
 )
 from .pipeline import load_predictor as _load_predictor
+from .rcl_publish import SerializedPublishing
 from .ros_messages import (
     MSG_IMPORT_ERROR,
     OUTPUT_TYPES,
@@ -101,6 +103,7 @@ class XnetNode(NodeStatus, LifecycleNode):
         self._model_path, self._backend, self._config_error = Path(), "", ""
         self._pubs = Publishers()  # the outputs and ~/stats
         self._class_table_pub: Any = None
+        self._serialized: SerializedPublishing | None = None  # configured, publish_serialized
         self._subs: list[Any] = []
         self._worker: InferenceWorker | None = None  # active
         self._last_snapshot = WorkerSnapshot()
@@ -191,10 +194,15 @@ class XnetNode(NodeStatus, LifecycleNode):
         predictor = _load_predictor(path, p.backend, None if p.device == "auto" else p.device,
                                     None if p.backend == "auto" else p.precision, p.warmup,
                                     p.cpu_streams, p.batch_size)
+        self._serialized, why_not = (SerializedPublishing.load() if p.publish_serialized
+                                     else (None, ""))
+        if why_not:
+            self.get_logger().warning(f"publish_serialized: {why_not}; publishing with rclpy")
         self._pipeline = FramePipeline(
             predictor, FrameSettings.from_params(p), wanted=self._wanted,
             clock_ns=lambda: self.get_clock().now().nanoseconds,
-            on_warning=lambda key, message: self.get_logger().warning(message))
+            on_warning=lambda key, message: self.get_logger().warning(message),
+            buffers=BufferPool(headroom=self._serialized is not None))
         meta, self._model_path = predictor.meta, path
         self._backend = predictor.backend.describe()
         self.get_logger().info(
@@ -337,9 +345,10 @@ class XnetNode(NodeStatus, LifecycleNode):
             topic = camera_topic(result.camera, name)
             pub = self._pubs.get(topic)
             if pub is not None:
-                pub.publish(output_msg(name, header, fields))
+                if not (self._serialized and self._serialized.publish(pub, name, header, fields)):
+                    pub.publish(output_msg(name, header, fields))
                 self.published[topic] += 1
-        result.outputs.release()  # rclpy copied them: their buffers serve the next frames
+        result.outputs.release()  # published (copied): their buffers serve the next frames
         publish_ms = (time.perf_counter() - t0) * 1e3
         self._last_sizes[result.camera] = (*result.input_size, *result.output_size)
         stats = self._pubs.get(STATS_TOPIC)

@@ -33,6 +33,7 @@ import numpy as np
 
 from xnet_model.memory import tune_malloc
 
+from .cdr import HEADROOM, TAILROOM
 from .colorize import colorize_labels, default_palette
 from .geometry import Intrinsics, PointCloudData, depth_to_cloud
 from .params import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
@@ -81,19 +82,31 @@ class BufferPool:
     names the output (every byte of a buffer is rewritten each frame). At most `keep` free
     buffers per output and size (one per frame in flight: cameras of a batch), sizes no longer
     used are forgotten. Thread-safe.
+
+    `headroom=True`: each buffer keeps `cdr.HEADROOM` bytes before the data and `cdr.TAILROOM`
+    after it, and the data is lent as a memoryview slice: the node serializes the message around
+    it in place (`cdr.frame_in_place`, `rcl_publish`).
     """
 
-    def __init__(self, keep: int = 8, max_keys: int = 32):
+    def __init__(self, keep: int = 8, max_keys: int = 32, headroom: bool = False):
         self.keep, self.max_keys = keep, max_keys
+        self.room = (HEADROOM, TAILROOM) if headroom else (0, 0)
         self._free: OrderedDict[tuple, list[array.array]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, key: tuple, nbytes: int) -> array.array:
+        """A buffer for `nbytes` of data and the pool's room around it."""
+        nbytes += sum(self.room)
         with self._lock:
             free = self._free.get((*key, nbytes))
             if free:
                 return free.pop()
         return new_buffer(nbytes)
+
+    def data_of(self, buffer: array.array, nbytes: int) -> Any:
+        """Where the data goes in a buffer from `take`: the buffer itself, or its slice."""
+        head = self.room[0]
+        return memoryview(buffer)[head:head + nbytes] if any(self.room) else buffer
 
     def give_back(self, key: tuple, buffer: array.array) -> None:
         full_key = (*key, len(buffer))
@@ -118,7 +131,7 @@ class Lender:
             return new_buffer(nbytes)
         buffer = self.pool.take(key, nbytes)
         self.leases.append((key, buffer))
-        return buffer
+        return self.pool.data_of(buffer, nbytes)
 
     def view(self, key: tuple, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, Any]:
         """(numpy view of a new buffer with this shape and dtype, the buffer)."""

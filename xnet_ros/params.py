@@ -131,6 +131,13 @@ class NodeParams:
                          "semantic, points and camera_info outputs (reliable, depth 5, reaches "
                          "both reliable and best-effort subscribers).",
                          when=CONFIGURE, choices=QOS_CHOICES)
+    publish_serialized: bool = _p(True, "Publish images and point clouds serialized in place "
+                                  "through rcl (built into buffers with room for the message "
+                                  "around the data): one copy fewer than rclpy's publish, and "
+                                  "the node's other threads run while the middleware sends. "
+                                  "Checked against the middleware's own serialization at "
+                                  "configure; false, or a failed check, = rclpy's publish.",
+                                  when=CONFIGURE)
     rectify: str = _p("auto", "auto: undistort images whose camera_info has distortion "
                       "(plumb_bob, rational_polynomial, equidistant) like image_proc and "
                       "publish the outputs in the rectified camera (camera_info P); off: use "

@@ -119,7 +119,8 @@ def load_predictor(path: Path, backend: str = "torch", device: str | None = None
     `backend:`, `device:`, `cpu_streams:`). `precision` None: the backend's own choice.
     `cpu_streams` 0: `auto_cpu_streams` for batches of up to `batch` frames."""
     from xnet_model import ConfigError, Predictor, WeightsError
-    from xnet_model.runtime.backends import BackendError
+    from xnet_model.predictor import CpuStreamsError
+    from xnet_model.runtime.backends import BackendError, DeviceError
 
     if cpu_streams == 0:
         cpu_streams = auto_cpu_streams(backend, device, batch)
@@ -127,14 +128,15 @@ def load_predictor(path: Path, backend: str = "torch", device: str | None = None
     try:
         predictor = Predictor(path, backend=backend, device=device, cpu_streams=cpu_streams,
                               **options)
+    except DeviceError as exc:
+        raise ModelLoadError(f"device: {exc}") from exc
     except BackendError as exc:
-        what = "device" if "device" in str(exc) else "backend"
-        raise ModelLoadError(f"{what}: {exc}") from exc
+        raise ModelLoadError(f"backend: {exc}") from exc
+    except CpuStreamsError as exc:
+        raise ModelLoadError(str(exc)) from exc  # it starts with "cpu_streams:"
     except (WeightsError, ConfigError) as exc:
         raise ModelLoadError(f"model: {path} is missing or corrupt: {exc}") from exc
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith("cpu_streams"):
-            raise ModelLoadError(str(exc)) from exc
         raise ModelLoadError(f"model: cannot load {path}: {type(exc).__name__}: {exc}") from exc
     if warmup:
         h, w = predictor.meta.input_size or (256, 256)
@@ -224,7 +226,8 @@ class FramePipeline:
     def __init__(self, predictor: Any, settings: FrameSettings = FrameSettings(), *,
                  wanted: Callable[[str], frozenset[str]] = lambda camera: EVERYTHING,
                  clock_ns: Callable[[], int] = time.time_ns,
-                 on_warning: Callable[[str, str], None] = lambda key, message: None):
+                 on_warning: Callable[[str, str], None] = lambda key, message: None,
+                 buffers: BufferPool | None = None):
         self.predictor = predictor
         self.meta = predictor.meta
         self.settings = settings
@@ -235,7 +238,7 @@ class FramePipeline:
         self._calibrations: dict[str, CameraCalibration | None] = {}
         self._rectifiers: dict[str, RectifierCache] = {}
         # message buffers, reused once the node has published them (FrameOutputs.release)
-        self.buffers = BufferPool()
+        self.buffers = buffers if buffers is not None else BufferPool()
 
     def warn_once(self, key: str, message: str, camera: str = "") -> None:
         if (key, camera) not in self._warned:

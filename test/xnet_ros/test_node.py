@@ -340,6 +340,28 @@ def test_outputs_match_input_and_geometry(main_node, probe, kitti):
     np.testing.assert_array_equal(cloud["label"], labels[::2, ::2])
 
 
+def test_serialized_in_place_and_rclpy_publishing_send_identical_messages(ros, model_dir,
+                                                                           kitti):
+    nodes = {flag: start_node(ros, model_dir, namespace=f"pub_{flag}".lower(),
+                              publish_serialized=flag) for flag in (True, False)}
+    probes = {flag: Probe(ros, f"xnet_test_probe_{flag}".lower(),
+                          namespace=f"pub_{flag}".lower()) for flag in nodes}
+    try:
+        assert nodes[True]._serialized is not None and nodes[False]._serialized is None
+        for flag, node in nodes.items():
+            wait_connected(node, probes[flag], list(OUTPUT_TYPES))
+            send_info_and_wait(node, probes[flag], 1)
+        sec = next_sec()
+        for probe in probes.values():
+            probe.send_image(sec, kitti[2])
+        for name in OUTPUT_TYPES:
+            assert probes[True].with_stamp(name, sec) == probes[False].with_stamp(name, sec), name
+    finally:
+        for flag in nodes:
+            ros.remove(probes[flag].node)
+            ros.remove(nodes[flag])
+
+
 def test_output_size_scales_camera_info_and_points(main_node, probe, kitti):
     send_info_and_wait(main_node, probe, 2)
     main_node.set_parameters([Parameter("output_width", value=621),

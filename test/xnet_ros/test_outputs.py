@@ -106,15 +106,16 @@ CASES = [  # (network size, image size, output size, stride, organized, max rang
 ]
 
 
+@pytest.mark.parametrize("headroom", [False, True], ids=["buffers", "buffers-with-room"])
 @pytest.mark.parametrize("src, size, out_size, stride, organized, max_range", CASES)
 def test_every_output_is_byte_identical_to_the_previous_algorithm(
-        src, size, out_size, stride, organized, max_range):
+        src, size, out_size, stride, organized, max_range, headroom):
     rgb, depth, labels, intr = frame(src, size)
     opts = OutputOptions(output_size=out_size, min_depth=0.5, points_stride=stride,
                          points_organized=organized, points_max_range=max_range,
                          palette=PALETTE, num_classes=10)
     ref = reference_outputs(rgb, depth, labels, intr, opts)
-    out = build_outputs(rgb, depth, labels, intr, opts, buffers=BufferPool())
+    out = build_outputs(rgb, depth, labels, intr, opts, buffers=BufferPool(headroom=headroom))
     assert set(out.fields) == set(ALL_OUTPUTS)
     for name in (DEPTH, LABELS, COLOR):
         assert bytes(out.fields[name]["data"]) == ref[name], name

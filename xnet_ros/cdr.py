@@ -1,0 +1,127 @@
+"""ROS-free CDR serialization of the node's large outputs, around data already in place.
+
+An output's data is built straight into a buffer with room before and after it
+(`outputs.BufferPool(headroom=True)`); the bytes of the message that come before the data
+(encapsulation, header, dimensions, the data's length) are written into the room before it, those
+after it (PointCloud2's `is_dense`) into the room after it, and the whole serialized message is
+one contiguous slice handed to `rcl_publish_serialized_message` (`rcl_publish`). Nothing copies
+the data on its way to the middleware.
+
+The encoding is plain little-endian CDR (XCDR1, encapsulation CDR_LE), what
+`rclpy.serialization.serialize_message` produces for these types with every middleware ROS 2
+ships; `rcl_publish.self_check` compares ours with it before the node uses it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+ENCAPSULATION = b"\x00\x01\x00\x00"  # CDR, little-endian, no options
+HEADROOM = 512  # bytes kept before each data buffer: an Image or PointCloud2 prefix
+TAILROOM = 8  # bytes kept after it: PointCloud2's is_dense
+
+
+class CdrWriter:
+    """Appends CDR primitives; alignment counts from the end of the encapsulation."""
+
+    def __init__(self) -> None:
+        self.out = bytearray(ENCAPSULATION)
+
+    def align(self, size: int) -> None:
+        self.out += b"\0" * (-(len(self.out) - len(ENCAPSULATION)) % size)
+
+    def u8(self, value: int) -> None:
+        self.out += struct.pack("<B", value)
+
+    def u32(self, value: int) -> None:
+        self.align(4)
+        self.out += struct.pack("<I", value)
+
+    def i32(self, value: int) -> None:
+        self.align(4)
+        self.out += struct.pack("<i", value)
+
+    def string(self, value: str) -> None:
+        encoded = value.encode() + b"\0"
+        self.u32(len(encoded))
+        self.out += encoded
+
+    def header(self, stamp: tuple[int, int], frame_id: str) -> None:
+        self.i32(stamp[0])
+        self.u32(stamp[1])
+        self.string(frame_id)
+
+
+def image_prefix(stamp: tuple[int, int], frame_id: str, fields: dict[str, Any],
+                 nbytes: int) -> bytes:
+    """sensor_msgs/Image up to its data (`fields` as `outputs.build_outputs` makes them)."""
+    w = CdrWriter()
+    w.header(stamp, frame_id)
+    w.u32(fields["height"])
+    w.u32(fields["width"])
+    w.string(fields["encoding"])
+    w.u8(fields["is_bigendian"])
+    w.u32(fields["step"])
+    w.u32(nbytes)  # uint8[] length
+    return bytes(w.out)
+
+
+def cloud_prefix(stamp: tuple[int, int], frame_id: str, pc: Any, nbytes: int) -> bytes:
+    """sensor_msgs/PointCloud2 up to its data (`pc` a `geometry.PointCloudData`)."""
+    w = CdrWriter()
+    w.header(stamp, frame_id)
+    w.u32(pc.height)
+    w.u32(pc.width)
+    w.u32(len(pc.fields))
+    for name, offset, datatype, count in pc.fields:
+        w.string(name)
+        w.u32(offset)
+        w.u8(datatype)
+        w.u32(count)
+    w.u8(bool(pc.is_bigendian))
+    w.u32(pc.point_step)
+    w.u32(pc.row_step)
+    w.u32(nbytes)
+    return bytes(w.out)
+
+
+def cloud_suffix(pc: Any) -> bytes:
+    return struct.pack("<B", bool(pc.is_dense))
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A serialized message in place: `length` bytes at address `address`, which stay valid as
+    long as `base` (the buffer that holds the data) does."""
+
+    base: Any
+    address: int
+    length: int
+
+
+def frame_in_place(data: Any, prefix: bytes, suffix: bytes = b"") -> Framed | None:
+    """Write `prefix` just before and `suffix` just after `data` (a non-empty memoryview slice
+    of a writable buffer, as `outputs.BufferPool(headroom=True)` lends them) and return the
+    serialized message; None when `data` is not such a slice or the room does not suffice."""
+    if (not isinstance(data, memoryview) or data.readonly or not data.c_contiguous
+            or not data.nbytes):
+        return None
+    base = memoryview(data.obj).cast("B")
+    base_address = _address(base)
+    start = _address(data) - base_address
+    if start < len(prefix) or start + data.nbytes + len(suffix) > base.nbytes:
+        return None
+    end = start + data.nbytes
+    base[start - len(prefix):start] = prefix
+    base[end:end + len(suffix)] = suffix
+    return Framed(data.obj, base_address + start - len(prefix),
+                  len(prefix) + data.nbytes + len(suffix))
+
+
+def _address(view: memoryview) -> int:
+    return np.frombuffer(view, np.uint8).__array_interface__["data"][0]
+
