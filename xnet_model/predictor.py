@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .xnet import XNet
 
 
+class CpuStreamsError(ValueError):
+    """`cpu_streams` is not a positive integer, or asks for streams where they cannot run."""
+
+
 @dataclass
 class Prediction:
     depth: np.ndarray | None  # float32 HxW metres (raw=True: the network's h x w, see there)
@@ -184,14 +188,14 @@ class Predictor:
         Independent forwards keep the cores busy where one multi-threaded forward stalls at
         its barriers while other threads of the process (DDS, decoding) preempt it."""
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
-            raise ValueError(f"cpu_streams: {streams!r} must be an integer >= 1")
+            raise CpuStreamsError(f"cpu_streams: {streams!r} must be an integer >= 1")
         if streams == 1:
             return 1
         from .runtime.backends import TorchBackend
 
         if not isinstance(self.backend, TorchBackend) or self.backend.device.type != "cpu":
-            raise ValueError(f"cpu_streams: {streams} needs the torch backend on the CPU, not "
-                             f"{self.backend.describe()}")
+            raise CpuStreamsError(f"cpu_streams: {streams} needs the torch backend on the CPU, "
+                                  f"not {self.backend.describe()}")
         import torch
 
         torch.set_num_threads(max(1, torch.get_num_threads() // streams))

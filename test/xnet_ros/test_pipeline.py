@@ -144,6 +144,19 @@ def test_load_predictor_names_what_to_fix(tmp_path):
         load_predictor(tmp_path)  # a directory without config.json
 
 
+def test_load_predictor_names_the_device_or_the_backend_by_the_error_type(model_dir):
+    import torch
+
+    with pytest.raises(ModelLoadError, match=r"^device: device 'gpu7' is not a device"):
+        load_predictor(model_dir, device="gpu7")
+    # a backend whose message mentions a device is still the backend's problem
+    with pytest.raises(ModelLoadError, match=r"^backend: unknown backend 'device_x'"):
+        load_predictor(model_dir, backend="device_x")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match=r"^device: .*CUDA is not available"):
+            load_predictor(model_dir, device="cuda")
+
+
 def test_load_predictor_names_cpu_streams(model_dir):
     import torch
 

@@ -1,5 +1,5 @@
 """Inference backends behind `Predictor(backend=...)`."""
 
-from .backends import Backend, BackendError, TorchBackend, create_backend
+from .backends import Backend, BackendError, DeviceError, TorchBackend, create_backend
 
-__all__ = ["Backend", "BackendError", "TorchBackend", "create_backend"]
+__all__ = ["Backend", "BackendError", "DeviceError", "TorchBackend", "create_backend"]

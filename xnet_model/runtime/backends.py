@@ -36,6 +36,10 @@ class BackendError(RuntimeError):
     """A backend cannot be used on this machine or for this model."""
 
 
+class DeviceError(BackendError):
+    """The device asked for is not a device, or not one this machine or backend has."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """cpu, or cuda *with an explicit index* (`torch.device('cuda')` has index None, which
     Torch-TensorRT turns into gpu_id=None; torch.cuda.current_device() is what 'cuda' means)."""
@@ -44,10 +48,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise BackendError(f"device {device!r} is not a device (cpu, cuda, cuda:N)") from exc
+        raise DeviceError(f"device {device!r} is not a device (cpu, cuda, cuda:N)") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise BackendError(f"device {str(device)!r} requested but CUDA is not available")
+            raise DeviceError(f"device {str(device)!r} requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         elif device.index >= torch.cuda.device_count():

@@ -48,7 +48,14 @@ import numpy as np
 import torch
 
 from ..metadata import ArtifactInfo, ModelMetadata
-from .backends import Backend, BackendError, fixed_input_size, model_identity, resolve_device
+from .backends import (
+    Backend,
+    BackendError,
+    DeviceError,
+    fixed_input_size,
+    model_identity,
+    resolve_device,
+)
 from .calibration import (
     INT8_CALIBRATION_LIMIT,
     calibration_batches,
@@ -116,7 +123,7 @@ def cuda_device(device) -> torch.device:
     """The CUDA device an engine runs on, always with an explicit index (see resolve_device)."""
     device = resolve_device(device if device is not None else "cuda")
     if device.type != "cuda":
-        raise BackendError(f"TensorRT runs on CUDA devices, not {device}")
+        raise DeviceError(f"TensorRT runs on CUDA devices, not {device}")
     return device
 
 
