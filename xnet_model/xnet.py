@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 from .config import ModelConfig, resolve
 from .decoder import FPNDecoder, ReversedDecoder
 from .encoder import Encoder
+from .files import default_file_mode
 from .metadata import ModelMetadata
 from .modules import PFP, RS, DenseHeads, LateralLinks, upscale_factor
 
@@ -111,9 +111,7 @@ class XNet(nn.Module):
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "xnet_config": self.cfg.to_json()})
         # safetensors creates its file owner-only (0600); a model is shared like any other file
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
+        tmp.chmod(default_file_mode())
         tmp.replace(directory / WEIGHTS_FILE)
         doc = {"model": self.cfg.to_dict(), **(extra or {})}
         (directory / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))

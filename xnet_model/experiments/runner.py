@@ -37,11 +37,11 @@ DONE, SKIPPED, FAILED, BLOCKED, PENDING = "done", "skipped", "failed", "blocked"
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:
-    """JSON (NaN-free) written all or nothing, readable by everyone (`atomic_write`)."""
+    """JSON (NaN-free) written all or nothing, with the umask's permissions (`atomic_write`)."""
     from ..train.checkpoint import atomic_write  # torch and timm: not for `--list`
 
     data = (json.dumps(json_safe(obj), indent=1, allow_nan=False) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data), mode=0o644)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def read_result(job: RunJob) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import default_file_mode
 from ..weights import WeightsError, read_checkpoint
 from ..xnet import WEIGHTS_FILE, XNet
 from .distributed import DistContext, all_gather_objects, broadcast_object
@@ -37,7 +38,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any],
                  mode: int | None = None) -> Path:
     """`write(file)` into a temporary file in the same folder, fsync, then os.replace: a reader
     (or a crash at any point) sees the old complete file or the new complete file, never a
-    part. `mode`: the file's permissions (mkstemp's are owner-only)."""
+    part. `mode`: the file's permissions; None = what `open()` gives a new file (the umask's),
+    not mkstemp's owner-only 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -46,8 +48,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any],
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
