@@ -14,14 +14,12 @@ from typing import Any, Literal
 
 import yaml
 
+from .typed import ConfigError, build
+
 Pretrained = bool | str  # False | True (timm hub) | path to a local .pth/.safetensors
 
 MIXING_MODES = ("stem", "image", "none")
 DECODER_KINDS = ("pretrained", "fpn")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
 
 
 @dataclass
@@ -213,34 +211,6 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    """Instantiate dataclass `cls` from a dict, rejecting unknown keys with their full path."""
-    if data is None or dataclasses.is_dataclass(data):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{path or 'config'}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        sub = _NESTED.get((cls, name))
-        kwargs[name] = _build(sub, value, f"{path}.{name}".lstrip(".")) if sub else value
-    return cls(**kwargs)
-
-
-_NESTED: dict[tuple[type, str], type] = {
-    (ModelConfig, "encoder"): EncoderConfig,
-    (ModelConfig, "decoder"): DecoderConfig,
-    (ModelConfig, "rs"): RSConfig,
-    (ModelConfig, "pfp"): PFPConfig,
-    (ModelConfig, "depth"): DepthHeadConfig,
-    (ModelConfig, "semantic"): SemanticHeadConfig,
-    (ModelConfig, "data"): DataConfig,
-}
-
-
 def resolve(spec: str | dict[str, Any] | ModelConfig | None = None,
             ablation: str | None = None, **overrides: Any) -> ModelConfig:
     """The one place that turns a name, dict or file into a checked `ModelConfig`.
@@ -271,7 +241,7 @@ def resolve(spec: str | dict[str, Any] | ModelConfig | None = None,
             raise ConfigError(f"unknown ablation row {ablation!r}; known: {sorted(ABLATION_ROWS)}")
         base = deep_merge(base, ABLATION_ROWS[ablation])
     merged = deep_merge(deep_merge(base, data), overrides)
-    cfg = _build(ModelConfig, merged, "")
+    cfg = build(ModelConfig, merged)
     _validate(cfg)
     return cfg
 

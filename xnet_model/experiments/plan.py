@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError, deep_merge, load_mapping
+from ..typed import build
 
 RUN_KINDS = ("train", "classifier")
 CLASSIFIER_FILE = "classifier.pth"  # timm state dict (head included) of a classifier run
@@ -95,16 +96,6 @@ class RunJob:
         return f"{self.spec.name}/seed{self.seed}"
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(names)}")
-    return cls(**data)
-
-
 def load_plan(source: str | Path | dict[str, Any], out_dir: str | None = None) -> Plan:
     """A checked Plan from a YAML file or mapping; `out_dir` overrides the plan's."""
     root = Path.cwd()
@@ -118,13 +109,10 @@ def load_plan(source: str | Path | dict[str, Any], out_dir: str | None = None) -
             raise ConfigError(f"plan: missing key {key!r}")
     runs = []
     for i, run in enumerate(data.pop("runs", None) or []):
-        run = dict(run) if isinstance(run, dict) else run
-        if isinstance(run, dict) and isinstance(run.get("classifier"), dict):
-            run["classifier"] = _build(ClassifierSpec, run["classifier"], f"runs[{i}].classifier")
-        runs.append(_build(RunSpec, run, f"runs[{i}]"))
-    groups = {name: _build(GroupSpec, g or {}, f"groups.{name}")
+        runs.append(build(RunSpec, run, f"runs[{i}]"))
+    groups = {name: build(GroupSpec, g or {}, f"groups.{name}")
               for name, g in (data.pop("groups", None) or {}).items()}
-    plan = _build(Plan, {**data, "runs": runs, "groups": groups}, "plan")
+    plan = build(Plan, {**data, "runs": runs, "groups": groups}, "plan")
     plan.out_dir = str((root / (out_dir or plan.out_dir)).resolve())
     validate(plan)
     return plan

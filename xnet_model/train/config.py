@@ -6,18 +6,15 @@ values; unknown keys are rejected with their full dotted path.
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from ..config import ABLATION_ROWS, ConfigError, ModelConfig, deep_merge, load_mapping, resolve
+from ..typed import SCIENTIFIC, build
 
-SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 DATASET_KINDS = ("synthetic", "nyu", "kitti", "ade20k", "cityscapes")
 SUPERVISED_TASKS = {"synthetic": ("depth", "semantic"), "nyu": ("depth",), "kitti": ("depth",),
                     "ade20k": ("semantic",), "cityscapes": ("semantic",)}
@@ -173,68 +170,6 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    """Shallow check of a YAML value against a field's type hint."""
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, h) for h in typing.get_args(hint))
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, dict):
-        return isinstance(value, origin)
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = ", ".join(f"{path}.{k}".lstrip(".") for k in unknown)
-        raise ConfigError(f"unknown config key(s): {where}; known under "
-                          f"{path or 'the top level'}: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        key_path = f"{path}.{name}".lstrip(".")
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key_path)
-        elif not _type_ok(value, hint):
-            raise ConfigError(f"{key_path}: {value!r} does not fit the type {_hint_name(hint)}")
-        else:
-            kwargs[name] = _coerce(value, hint)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """An int given to a float-only field becomes a float, and so does '1e-4' (YAML 1.1 reads
-    exponents without a dot as strings)."""
-    union = typing.get_origin(hint) in (Union, types.UnionType)
-    args = typing.get_args(hint) if union else (hint,)
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if is_int and float in args and int not in args:
-        return float(value)
-    if isinstance(value, str) and float in args and SCIENTIFIC.fullmatch(value):
-        return float(value)
-    return value
-
-
-def _hint_name(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return " | ".join(repr(v) for v in typing.get_args(hint))
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['optim.lr=1e-4', 'model.ablation=fpn'] -> nested dict; values are parsed as YAML."""
     out: dict[str, Any] = {}
@@ -285,7 +220,7 @@ def load_train_config(source: str | Path | dict[str, Any] | None = None,
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     if isinstance(extra.get("model"), str):
         extra = {**extra, "model": {"variant": extra["model"]}}
-    cfg = _build(TrainConfig, deep_merge(data, extra), "")
+    cfg = build(TrainConfig, deep_merge(data, extra))
     validate(cfg)
     return cfg
 
