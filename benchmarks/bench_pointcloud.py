@@ -18,6 +18,7 @@ faulted in again every frame; on a small VM that costs more than the packing its
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import os
 import time
@@ -110,7 +111,8 @@ def cloud_vs_sensor_msgs_py(pc2, repeats: int) -> list[dict]:
     """Ours vs the sensor_msgs_py path, 640x480 organized xyz + rgb + label with the message."""
     from std_msgs.msg import Header
 
-    from xnet_ros.outputs import BufferPool
+    from xnet_ros.outputs import BufferPool, Lender
+    from xnet_ros.rcl_publish import frame_output
     from xnet_ros.ros_messages import pointcloud_msg
 
     depth, rgb, labels = synthetic_frame()
@@ -128,13 +130,29 @@ def cloud_vs_sensor_msgs_py(pc2, repeats: int) -> list[dict]:
         pool.give_back(("points",), buffer)
         return msg
 
+    framing_pool = BufferPool(headroom=True)
+
+    def ours_in_place():  # the node's default: the serialized message around the data
+        lend = Lender(framing_pool)
+        framed = frame_output("points", header, depth_to_cloud(depth, intr, rgb, labels,
+                                                               new_buffer=lambda n: lend(
+                                                                   ("points",), n)))
+        for key, buffer in lend.leases:
+            framing_pool.give_back(key, buffer)
+        return framed
+
     reference = structured_cloud(pc2, header, depth, rgb, labels, intr)
     if bytes(ours().data) != bytes(reference.data):
         raise AssertionError("the sensor_msgs_py cloud and ours differ: not comparable")
+    framed = ours_in_place()
+    if ctypes.string_at(framed.address + framed.length - 1 - len(reference.data),
+                        len(reference.data)) != bytes(reference.data):
+        raise AssertionError("the cloud serialized in place differs from sensor_msgs_py's")
     size = f"{WIDTH}x{HEIGHT}"
     rows = interleaved([
         (f"cloud+msg ours {size}", ours),
         (f"cloud+msg ours, reused buffer (node) {size}", ours_pooled),
+        (f"cloud serialized in place, ours (node default) {size}", ours_in_place),
         (f"cloud+msg sensor_msgs_py structured {size}",
          lambda: structured_cloud(pc2, header, depth, rgb, labels, intr)),
     ], repeats)
@@ -146,11 +164,13 @@ def cloud_vs_sensor_msgs_py(pc2, repeats: int) -> list[dict]:
 
 def node_outputs(repeats: int) -> list[dict]:
     """Everything the node does with a frame between the network and rcl_publish: the demo
-    model's 120x160 outputs -> every output at the image size (points_stride 2), the rclpy
-    messages, buffers given back as after publishing."""
+    model's 120x160 outputs -> every output at the image size (points_stride 2), then the
+    rclpy messages (`publish_serialized: false`) or the messages serialized in place (the
+    default; camera_info as an rclpy message), buffers given back as after publishing."""
     from std_msgs.msg import Header
 
     from xnet_ros.outputs import BufferPool, OutputOptions, build_outputs
+    from xnet_ros.rcl_publish import frame_output
     from xnet_ros.ros_messages import output_msg
 
     rng = np.random.default_rng(0)
@@ -159,6 +179,7 @@ def node_outputs(repeats: int) -> list[dict]:
     opts = OutputOptions(points_stride=2, palette=rng.integers(0, 256, (10, 3), np.uint8),
                          num_classes=10)
     header, pool = Header(frame_id="camera"), BufferPool()
+    framing_pool = BufferPool(headroom=True)
     cases = []
     for height, width in ((480, 640), (720, 1280), (1080, 1920)):
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -170,7 +191,15 @@ def node_outputs(repeats: int) -> list[dict]:
                 output_msg(name, header, fields)
             out.release()
 
+        def framed(rgb=rgb, intr=intr) -> None:
+            out = build_outputs(rgb, depth, labels, intr, opts, buffers=framing_pool)
+            for name, fields in out.fields.items():
+                if frame_output(name, header, fields) is None:
+                    output_msg(name, header, fields)
+            out.release()
+
         cases.append((f"node outputs + messages, stride 2, {width}x{height}", frame))
+        cases.append((f"node outputs serialized in place, stride 2, {width}x{height}", framed))
     return interleaved(cases, repeats)
 
 
