@@ -152,22 +152,23 @@ class Predictor:
                 for f, im in zip(fx, images)]
 
     def predict_batch(self, images: list[np.ndarray], bgr: bool = False,
-                      raw: bool = False, fx: list[float | None] | None = None
-                      ) -> list[Prediction]:
+                      raw: bool = False, fx: list[float | None] | None = None,
+                      split: bool = True) -> list[Prediction]:
         """One forward pass over images of possibly different sizes (same network size).
 
         `raw`: depth and labels as the network produced them, at its resolution (the caller
         resizes them, e.g. the ROS outputs); on a CUDA backend left on the device as torch
         tensors (depth (h, w) float, labels (h, w) integer), else numpy. Depth is in metres
         either way. `fx`: each image's focal length in pixels of that image, or None (see the
-        class)."""
+        class). `split=False`: one forward pass on the calling thread even with `cpu_streams`
+        > 1, for callers that run several calls at once (the node's inference lanes)."""
         scales = self.depth_scales(images, fx)
         t0 = time.perf_counter()
         batch = np.stack([self.preprocess(im, bgr) for im in images])
         t1 = time.perf_counter()
         out = self._device_outputs(batch) if raw else None
         if out is None:
-            out = self._infer(batch)
+            out = self._infer(batch, self.cpu_streams if split else 1)
         t2 = time.perf_counter()
         if raw:
             results = [(out["depth"][i] if "depth" in out else None,
@@ -201,10 +202,10 @@ class Predictor:
         torch.set_num_threads(max(1, torch.get_num_threads() // streams))
         return streams
 
-    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """`backend.infer`, as `cpu_streams` concurrent sub-batches when there are several
+    def _infer(self, batch: np.ndarray, streams: int) -> dict[str, np.ndarray]:
+        """`backend.infer`, as `streams` concurrent sub-batches when there are several
         (threads started per call and joined: nothing outlives it)."""
-        parts = min(self.cpu_streams, len(batch))
+        parts = min(streams, len(batch))
         if parts <= 1:
             return self.backend.infer(batch)
         chunks = np.array_split(batch, parts)

@@ -62,6 +62,7 @@ from .pipeline import (
     FrameResult,
     FrameSettings,
     ModelLoadError,
+    inference_lanes,
     overlaps_delivery,
 )
 from .pipeline import load_predictor as _load_predictor
@@ -235,10 +236,12 @@ class XnetNode(NodeStatus, LifecycleNode):
         p, pipeline = self._params, self._pipeline
         pipeline.reset_warnings()
         self._publish_class_table()
+        lanes = inference_lanes(pipeline.predictor, p.batch_size)
+        pipeline.split_batches = lanes == 1
         self._worker = InferenceWorker(
             pipeline.infer_batch, finish=pipeline.finish_predicted,
             overlap=overlaps_delivery(pipeline.predictor), on_done=self._deliver,
-            batched=True, max_batch=p.batch_size, cameras=tuple(self._cameras))
+            batched=True, max_batch=p.batch_size, lanes=lanes, cameras=tuple(self._cameras))
         self._worker.start()
         compressed = p.image_transport == "compressed"
         in_qos, topics = make_qos(p.input_qos), []

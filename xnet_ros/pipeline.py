@@ -19,6 +19,8 @@ Everything model-specific (class names, palette, depth range) is read from `Pred
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +92,16 @@ def overlaps_delivery(predictor: Any) -> bool:
     return getattr(device, "type", "cpu") != "cpu" or getattr(predictor, "cpu_streams", 1) > 1
 
 
+def inference_lanes(predictor: Any, max_batch: int) -> int:
+    """How many inference threads the node's worker runs: `cpu_streams` (up to `max_batch`)
+    for independent single-threaded CPU streams, each lane one forward pass of its own frames
+    (no barrier between them, unlike sub-batches of one batch); else 1."""
+    device = getattr(getattr(predictor, "backend", None), "device", None)
+    if getattr(device, "type", "cpu") != "cpu":
+        return 1
+    return max(1, min(getattr(predictor, "cpu_streams", 1), max_batch))
+
+
 class ModelLoadError(RuntimeError):
     """The model cannot be loaded; the message starts with the parameter to fix."""
 
@@ -147,6 +159,12 @@ def load_predictor(path: Path, backend: str = "torch", device: str | None = None
                                  f"{predictor.backend.describe()}: {type(exc).__name__}: {exc}"
                                  ) from exc
     return predictor
+
+
+@functools.lru_cache(maxsize=16)
+def _takes_split(cls: type) -> bool:
+    fn = getattr(cls, "predict_batch", None)
+    return fn is not None and "split" in inspect.signature(fn).parameters
 
 
 @dataclass(frozen=True)
@@ -239,6 +257,8 @@ class FramePipeline:
         self._rectifiers: dict[str, RectifierCache] = {}
         # message buffers, reused once the node has published them (FrameOutputs.release)
         self.buffers = buffers if buffers is not None else BufferPool()
+        # False: each call is one forward pass (the worker runs several lanes at once)
+        self.split_batches = True
 
     def warn_once(self, key: str, message: str, camera: str = "") -> None:
         if (key, camera) not in self._warned:
@@ -338,7 +358,9 @@ class FramePipeline:
             return [self.predictor.predict(f.rgb, **({} if focals is None else {"fx": fx}))
                     for f, fx in zip(frames, focals or [None] * len(frames))]
         # raw: outputs at the network's size, finish resizes them
-        raw = {} if at_image_size else raw_predictions(self.predictor)
+        options = {} if at_image_size else raw_predictions(self.predictor)
+        if not self.split_batches and _takes_split(type(self.predictor)):
+            options["split"] = False
         size_of = getattr(self.predictor, "network_size", lambda h, w: (h, w))
         groups: dict[tuple[int, int], list[int]] = {}
         for i, f in enumerate(frames):
@@ -347,7 +369,7 @@ class FramePipeline:
         for indices in groups.values():
             fx = {} if focals is None else {"fx": [focals[i] for i in indices]}
             images = [frames[i].rgb for i in indices]
-            for i, prediction in zip(indices, batch_fn(images, **raw, **fx)):
+            for i, prediction in zip(indices, batch_fn(images, **options, **fx)):
                 predictions[i] = prediction
         return predictions
 

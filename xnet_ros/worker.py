@@ -10,10 +10,13 @@ item; the node's `FramePipeline.infer_batch`, one forward pass) or one at a time
 `finish(outcome)`, if given, turns each outcome into the frame's result (the node's outputs)
 before it is counted and delivered: on the same thread, or with `overlap=True` on a delivery
 thread while the inference thread already runs the next batch, so the forward pass and the
-post-processing/publishing overlap (a two-stage pipeline; one batch at most waits between the
-two). Per camera at most one frame waits, one is in the forward pass and, overlapped, one is
-being finished: memory and latency stay bounded, and each camera's results are delivered in
-order.
+post-processing/publishing overlap (a two-stage pipeline; one batch per lane at most waits
+between the two). Overlapped, `lanes` > 1 runs that many inference threads, each taking the
+pending frames of up to ceil(max_batch / lanes) cameras that have no frame in a lane or waiting
+for delivery, with no barrier between the lanes (independent single-threaded CPU forward passes
+keep both cores busy where sub-batches of one batch wait for each other). Per camera at most
+one frame waits, one is in a forward pass (or waits for delivery) and, overlapped, one is being
+finished: memory and latency stay bounded, and each camera's results are delivered in order.
 
 After a batch the worker first updates its counters, then calls `on_done(item, result, error,
 snapshot)` once per processed or failed frame, with the snapshot of that frame's camera, which
@@ -184,13 +187,15 @@ class InferenceWorker:
     the error); it may return milliseconds it spent delivering (publishing), which are added to
     the frame's post_ms and total_ms. If it raises, the worker survives. `finish(outcome)`, if
     given, runs for each outcome that is neither None nor an exception and returns the result
-    (or an exception: the frame failed); with `overlap` on a second thread (module docstring).
+    (or an exception: the frame failed); with `overlap` on a second thread, fed by `lanes`
+    inference threads (module docstring).
     `cameras` names the cameras known from the start (others are added by their first frame).
     """
 
     def __init__(self, process: ProcessFn, *, on_done: DoneFn | None = None,
                  finish: Callable[[Any], Any] | None = None, overlap: bool = False,
-                 batched: bool = False, max_batch: int = 1, cameras: tuple[str, ...] = ("",),
+                 batched: bool = False, max_batch: int = 1, lanes: int = 1,
+                 cameras: tuple[str, ...] = ("",),
                  name: str = "xnet-inference", rate_window_s: float = 3.0,
                  latency_window: int = 100, clock: Callable[[], float] = time.monotonic):
         self._process = process
@@ -199,6 +204,8 @@ class InferenceWorker:
         self._overlap = overlap and finish is not None
         self._batched = batched
         self._max_batch = max(1, int(max_batch)) if batched else 1
+        self._lanes = max(1, min(int(lanes), self._max_batch)) if self._overlap else 1
+        self._lane_batch = -(-self._max_batch // self._lanes)
         self._name = name
         self._clock = clock
         self._rate_window_s = rate_window_s
@@ -209,9 +216,11 @@ class InferenceWorker:
         self._counts: dict[str, _Counts] = {}
         self._all = _Counts(latency_window)
         self._thread: threading.Thread | None = None
+        self._lane_threads: list[threading.Thread] = []
         self._finisher: threading.Thread | None = None
-        self._handoff: tuple[list, list] | None = None  # a batch for the delivery thread
-        self._inference_done = False
+        self._handoffs: deque[tuple[list, list]] = deque()  # batches for the delivery thread
+        self._in_lane: set[str] = set()  # cameras with a frame in a lane or a handoff
+        self._lanes_done = 0
         self._delivering = False  # on_done is running for frames already counted
         self._stopping = False
         for camera in cameras:
@@ -222,11 +231,15 @@ class InferenceWorker:
         if self._thread is not None:
             raise RuntimeError("worker already started")
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._lane_threads = [self._thread] + [
+            threading.Thread(target=self._run, name=f"{self._name}-{i}", daemon=True)
+            for i in range(1, self._lanes)]
         if self._overlap:
             self._finisher = threading.Thread(target=self._run_finisher,
                                               name=f"{self._name}-delivery", daemon=True)
             self._finisher.start()
-        self._thread.start()
+        for t in self._lane_threads:
+            t.start()
 
     def stop(self, timeout: float | None = 10.0) -> bool:
         """Stop accepting frames, let the batch in progress finish, drop the pending ones
@@ -240,14 +253,15 @@ class InferenceWorker:
         if self._thread is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        threads = [t for t in (self._thread, self._finisher) if t is not None]
+        threads = [*self._lane_threads, *([self._finisher] if self._finisher else [])]
         for t in threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in threads)
 
     @property
     def running(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive() and not self._stopping
+        return (bool(self._lane_threads) and all(t.is_alive() for t in self._lane_threads)
+                and not self._stopping
                 and (self._finisher is None or self._finisher.is_alive()))
 
     # ------------------------------------------------------------------- inputs
@@ -368,12 +382,18 @@ class InferenceWorker:
                     c.latency[key].append(float(value) + extra)
 
     # -------------------------------------------------------------------- thread
+    def _ready(self) -> list[str]:
+        """Cameras with a pending frame and none in a lane or a handoff (order per camera)."""
+        return [c for c in self._pending() if c not in self._in_lane]
+
     def _take_batch_locked(self) -> list[tuple[str, Any]]:
-        """The pending frames of up to max_batch cameras, longest-waiting camera first."""
-        cameras = sorted(self._pending(), key=lambda c: self._waiting_since.get(c, 0.0))
-        batch = [(c, self._slots[c]._take_locked()) for c in cameras[:self._max_batch]]
+        """The pending frames of up to max_batch / lanes ready cameras, longest-waiting
+        camera first."""
+        cameras = sorted(self._ready(), key=lambda c: self._waiting_since.get(c, 0.0))
+        batch = [(c, self._slots[c]._take_locked()) for c in cameras[:self._lane_batch]]
         for camera, _ in batch:
             self._bump(camera, "processing")
+            self._in_lane.add(camera)
         return batch
 
     def _outcomes(self, items: list[Any]) -> list[Any]:
@@ -391,31 +411,35 @@ class InferenceWorker:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._pending() or self._stopping)
-                    if not self._pending():  # stopping and nothing left
+                    self._cond.wait_for(lambda: self._ready() or self._stopping)
+                    if not self._ready():  # stopping (stop() empties the slots)
                         return
                     batch = self._take_batch_locked()
                 outcomes = self._outcomes([item for _, item in batch])
                 if self._finisher is None:
+                    with self._cond:
+                        self._in_lane.difference_update(c for c, _ in batch)
                     self._complete(batch, [self._finished(o) for o in outcomes])
                     continue
-                with self._cond:  # one batch waits at most: hand over when the last is taken
-                    self._cond.wait_for(lambda: self._handoff is None
+                with self._cond:  # a batch per lane waits at most
+                    self._cond.wait_for(lambda: len(self._handoffs) < self._lanes
                                         or not self._finisher.is_alive())
-                    self._handoff = (batch, outcomes)
+                    self._handoffs.append((batch, outcomes))
                     self._cond.notify_all()
         finally:
             with self._cond:
-                self._inference_done = True
+                self._lanes_done += 1
                 self._cond.notify_all()
 
     def _run_finisher(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._handoff is not None or self._inference_done)
-                if self._handoff is None:
+                self._cond.wait_for(lambda: self._handoffs
+                                    or self._lanes_done == len(self._lane_threads))
+                if not self._handoffs:
                     return
-                (batch, outcomes), self._handoff = self._handoff, None
+                batch, outcomes = self._handoffs.popleft()
+                self._in_lane.difference_update(c for c, _ in batch)
                 self._cond.notify_all()
             self._complete(batch, [self._finished(o) for o in outcomes])
 

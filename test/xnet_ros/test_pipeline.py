@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,6 +22,7 @@ from xnet_ros.pipeline import (
     PredictedFrame,
     auto_cpu_streams,
     fit_intrinsics,
+    inference_lanes,
     load_predictor,
     overlaps_delivery,
     stamp_ns,
@@ -273,6 +275,31 @@ def test_delivery_overlaps_the_forward_pass_where_it_leaves_the_cpu_free():
     assert overlaps_delivery(predictor("cpu", streams=2))
     assert not overlaps_delivery(predictor("cpu"))  # one multi-threaded CPU forward pass
     assert not overlaps_delivery(FakePredictor())  # no backend: runs on the CPU
+
+
+def test_lanes_for_independent_cpu_streams_and_one_forward_pass_per_lane(model_dir):
+    def predictor(device, streams=1):
+        return SimpleNamespace(backend=SimpleNamespace(device=SimpleNamespace(type=device)),
+                               cpu_streams=streams)
+
+    assert inference_lanes(predictor("cpu", streams=2), max_batch=4) == 2
+    assert inference_lanes(predictor("cpu", streams=4), max_batch=2) == 2  # no idle lanes
+    assert inference_lanes(predictor("cpu"), max_batch=4) == 1
+    assert inference_lanes(predictor("cuda", streams=2), max_batch=4) == 1  # one GPU batch
+    assert inference_lanes(FakePredictor(), max_batch=4) == 1
+    real = load_predictor(model_dir, cpu_streams=1)
+    threads = []
+    real.backend.infer = lambda batch, infer=real.backend.infer: (
+        threads.append((threading.current_thread().name, len(batch))), infer(batch))[1]
+    real.cpu_streams = 2  # as if loaded with 2 streams: a batch of 2 splits into 2 threads
+    pipe = FramePipeline(real)
+    msg, _ = image_msg(h=32, w=48)
+    pipe.run_batch([FrameInput(msg, camera="a"), FrameInput(msg, camera="b")])
+    assert sorted(n for _, n in threads) == [1, 1] and len({t for t, _ in threads}) == 2
+    threads.clear()
+    pipe.split_batches = False  # the node's lanes: one pass per call, on the calling thread
+    pipe.run_batch([FrameInput(msg, camera="a"), FrameInput(msg, camera="b")])
+    assert threads == [(threading.current_thread().name, 2)]
 
 
 def test_warnings_once_per_kind_and_camera():

@@ -495,3 +495,76 @@ def test_two_stage_flood_stays_bounded_and_stop_delivers_what_was_taken():
     for snap in snapshots:  # per camera: 1 waiting + 1 in the forward pass + 1 finishing
         assert snap.balanced and snap.pending <= 2 and snap.in_flight <= 6
         assert all(c.in_flight <= 3 for c in snap.cameras.values())
+
+
+# ------------------------------------------------------------ lanes: independent forwards
+def test_lanes_run_forward_passes_at_once_without_a_barrier():
+    """Two lanes: one lane's forward pass runs while the other's is still running, and a lane
+    that is done takes the next frames at once instead of waiting for the other."""
+    both_running, slow_release = threading.Barrier(2, timeout=10.0), threading.Event()
+    calls: list[list] = []
+
+    def infer(items):
+        calls.append(list(items))
+        if len(calls) <= 2:
+            both_running.wait()  # fails unless the first two passes overlap
+        if "slow" in [i for _, i in items]:
+            assert slow_release.wait(10.0)
+        return list(items)
+
+    delivered = []
+    w = InferenceWorker(infer, finish=lambda item: SimpleNamespace(item=item, timings={}),
+                        overlap=True, batched=True, max_batch=4, lanes=2,
+                        cameras=("a", "b", "c", "d"),
+                        on_done=lambda item, result, exc, snap: delivered.append(item))
+    w.start()
+    try:
+        for camera, item in zip("abcd", ("slow", "x", "x", "x")):
+            w.submit((camera, item), camera)
+        assert wait_for(lambda: len(calls) >= 2)
+        assert all(len(batch) <= 2 for batch in calls)  # ceil(max_batch / lanes) per lane
+        for camera in "bcd":  # the fast lane goes on while the slow one is still busy
+            w.submit((camera, "y"), camera)
+        assert wait_for(lambda: any(("b", "y") in batch or ("c", "y") in batch
+                                    or ("d", "y") in batch for batch in calls[2:]))
+        slow_release.set()
+        assert w.wait_idle(10.0)
+        s = w.snapshot()
+    finally:
+        slow_release.set()
+        assert w.stop(5.0)
+    assert s.processed == 7 and s.balanced and s.in_flight == 0
+    assert ("a", "slow") in delivered
+
+
+def test_lanes_keep_each_cameras_results_in_order_and_bounded_under_a_flood():
+    stages, delivered = TwoStages(), []
+    w = InferenceWorker(stages.infer, finish=stages.finish, overlap=True, batched=True,
+                        max_batch=4, lanes=2, cameras=("a", "b", "c", "d"),
+                        on_done=lambda item, result, exc, snap: delivered.append(item))
+    w.start()
+    snapshots = []
+    for i in range(300):
+        for camera in "abcd":
+            w.submit((camera, i), camera)
+        if i % 15 == 0:
+            snapshots.append(w.snapshot())
+    assert wait_for(lambda: w.snapshot().pending == 0, 10.0)
+    assert w.stop(10.0)
+    s = w.snapshot()
+    assert s.received == 1200 and s.balanced and s.in_flight == 0
+    assert s.processed == len(delivered) and s.dropped == 1200 - s.processed
+    for camera in "abcd":
+        mine = [i for c, i in delivered if c == camera]
+        assert mine == sorted(mine) and mine  # delivered in order, none starved
+    for snap in snapshots:  # per camera: 1 waiting + 1 in a lane or handed over + 1 finishing
+        assert snap.balanced and all(c.in_flight <= 3 for c in snap.cameras.values())
+
+
+def test_lanes_need_the_delivery_thread():
+    w = InferenceWorker(lambda items: list(items), batched=True, max_batch=4, lanes=2)
+    w.start()
+    try:
+        assert len(w._lane_threads) == 1  # finishing inline: one lane keeps results in order
+    finally:
+        assert w.stop(5.0)
