@@ -12,11 +12,12 @@ before it is counted and delivered: on the same thread, or with `overlap=True` o
 thread while the inference thread already runs the next batch, so the forward pass and the
 post-processing/publishing overlap (a two-stage pipeline; one batch per lane at most waits
 between the two). Overlapped, `lanes` > 1 runs that many inference threads, each taking the
-pending frames of up to ceil(max_batch / lanes) cameras that have no frame in a lane or waiting
-for delivery, with no barrier between the lanes (independent single-threaded CPU forward passes
-keep both cores busy where sub-batches of one batch wait for each other). Per camera at most
-one frame waits, one is in a forward pass (or waits for delivery) and, overlapped, one is being
-finished: memory and latency stay bounded, and each camera's results are delivered in order.
+pending frames of up to ceil(max_batch / lanes) cameras that have no frame in a lane, with no
+barrier between the lanes (independent single-threaded CPU forward passes keep both cores busy
+where sub-batches of one batch wait for each other). Per camera at most one frame waits, one is
+in a forward pass, one per lane at most is handed over to the delivery thread and, overlapped,
+one is being finished: memory and latency stay bounded, and each camera's results are
+delivered in order (one delivery thread, batches in the order they were handed over).
 
 After a batch the worker first updates its counters, then calls `on_done(item, result, error,
 snapshot)` once per processed or failed frame, with the snapshot of that frame's camera, which
@@ -25,9 +26,10 @@ Counters, per camera and in total, under one lock (a snapshot is consistent):
 
     received = processed + dropped + skipped + failed + in_flight
 
-``in_flight`` = pending (0 or 1 per camera) + processing (0 to 2 per camera: in the forward
-pass, and being finished). ``skipped``: frames not worth
-processing (no subscribers, or `process` returned None); messages count them as dropped.
+``in_flight`` = pending (0 or 1 per camera) + processing (per camera 0 to 2: in the forward
+pass, and being finished; with lanes up to one more per lane, handed over for delivery).
+``skipped``: frames not worth processing (no subscribers, or `process` returned None); messages
+count them as dropped.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class WorkerSnapshot:
     failed: int = 0
     pending: int = 0  # frames waiting in the slots (0 or 1 per camera)
     busy: bool = False  # frames are being processed
-    processing: int = 0  # how many (0 to 2 per camera: forward pass, finishing)
+    processing: int = 0  # how many (per camera: forward pass, handed over, finishing)
     rate_hz: float = 0.0
     latency: dict[str, LatencySummary] = field(default_factory=dict)
     last_error: str = ""
@@ -219,7 +221,7 @@ class InferenceWorker:
         self._lane_threads: list[threading.Thread] = []
         self._finisher: threading.Thread | None = None
         self._handoffs: deque[tuple[list, list]] = deque()  # batches for the delivery thread
-        self._in_lane: set[str] = set()  # cameras with a frame in a lane or a handoff
+        self._in_lane: set[str] = set()  # cameras with a frame in a lane's forward pass
         self._lanes_done = 0
         self._delivering = False  # on_done is running for frames already counted
         self._stopping = False
@@ -383,7 +385,7 @@ class InferenceWorker:
 
     # -------------------------------------------------------------------- thread
     def _ready(self) -> list[str]:
-        """Cameras with a pending frame and none in a lane or a handoff (order per camera)."""
+        """Cameras with a pending frame and none in a lane's forward pass."""
         return [c for c in self._pending() if c not in self._in_lane]
 
     def _take_batch_locked(self) -> list[tuple[str, Any]]:
@@ -425,6 +427,7 @@ class InferenceWorker:
                     self._cond.wait_for(lambda: len(self._handoffs) < self._lanes
                                         or not self._finisher.is_alive())
                     self._handoffs.append((batch, outcomes))
+                    self._in_lane.difference_update(c for c, _ in batch)
                     self._cond.notify_all()
         finally:
             with self._cond:
@@ -439,7 +442,6 @@ class InferenceWorker:
                 if not self._handoffs:
                     return
                 batch, outcomes = self._handoffs.popleft()
-                self._in_lane.difference_update(c for c, _ in batch)
                 self._cond.notify_all()
             self._complete(batch, [self._finished(o) for o in outcomes])
 

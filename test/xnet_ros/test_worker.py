@@ -557,8 +557,9 @@ def test_lanes_keep_each_cameras_results_in_order_and_bounded_under_a_flood():
     for camera in "abcd":
         mine = [i for c, i in delivered if c == camera]
         assert mine == sorted(mine) and mine  # delivered in order, none starved
-    for snap in snapshots:  # per camera: 1 waiting + 1 in a lane or handed over + 1 finishing
-        assert snap.balanced and all(c.in_flight <= 3 for c in snap.cameras.values())
+    for snap in snapshots:  # per camera: 1 waiting, 1 in a lane, up to 1 per lane handed
+        # over (the handoff queue holds a batch per lane), 1 finishing
+        assert snap.balanced and all(c.in_flight <= 3 + 2 for c in snap.cameras.values())
 
 
 def test_lanes_need_the_delivery_thread():
