@@ -110,13 +110,15 @@ class NodeParams:
                             "publish every output under <name>/; all cameras share one model "
                             "and batched forward passes. Empty = one camera, the topics "
                             "without prefix.", when=CONFIGURE)
-    max_batch: int = _p(0, "Most frames (one per camera) in one forward pass; 0 = the number "
-                        "of cameras.", when=CONFIGURE, range=(0, 64))
-    cpu_streams: int = _p(0, "torch on the CPU: run a batch as this many concurrent "
-                          "sub-batches, each on its own thread (torch's threads divided among "
-                          "them), and publish a batch while the next one runs. 1 = one "
-                          "forward; 0 = automatic: min(max_batch, torch threads) with the "
-                          "torch backend on the CPU, else 1.", when=CONFIGURE, range=(0, 16))
+    max_batch: int = _p(0, "Most frames (one per camera) in one forward pass; 0 (or more "
+                        "than the cameras) = the number of cameras.", when=CONFIGURE,
+                        range=(0, 64))
+    cpu_streams: int = _p(0, "torch on the CPU: run this many independent single-threaded "
+                          "inference lanes (torch's threads divided among them), each a "
+                          "forward pass of up to max_batch / lanes cameras' frames, and "
+                          "publish a lane's batch while the lanes run on. 1 = one forward; "
+                          "0 = automatic: min(max_batch, torch threads) with the torch backend "
+                          "on the CPU, else 1.", when=CONFIGURE, range=(0, 16))
     # --- input (configure) ---
     image_transport: str = _p("raw", "raw: subscribe 'image' (sensor_msgs/Image); compressed: "
                               "subscribe 'image/compressed' (sensor_msgs/CompressedImage, "
@@ -236,8 +238,11 @@ class NodeParams:
 
     @property
     def batch_size(self) -> int:
-        """Frames per forward pass (`max_batch`, 0 = one per camera)."""
-        return self.max_batch or len(self.camera_names)
+        """Frames per forward pass: `max_batch` (0 = one per camera), never more than the
+        cameras (a batch holds one frame per camera; a larger value would only split the
+        torch threads of a single-camera node into idle CPU streams)."""
+        cameras = len(self.camera_names)
+        return min(self.max_batch, cameras) if self.max_batch else cameras
 
     @property
     def has_intrinsics(self) -> bool:

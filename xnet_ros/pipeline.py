@@ -107,10 +107,10 @@ class ModelLoadError(RuntimeError):
 
 
 def auto_cpu_streams(backend: str, device: str | None, batch: int) -> int:
-    """`cpu_streams: 0`: with the torch backend on the CPU, a batch of several cameras runs as
-    min(batch, torch threads) single-threaded sub-batches at once (4 cameras on 2 cores: 28.9
-    frames/s as one forward pass, 38.8 as two streams with overlapped delivery); one forward
-    pass everywhere else (one camera, GPUs, other backends)."""
+    """`cpu_streams: 0`: with the torch backend on the CPU, several cameras run as
+    min(batch, torch threads) single-threaded streams at once (the node's inference lanes; 4
+    cameras on 2 cores: 28.9 frames/s as one forward pass, 38.8 as two streams with overlapped
+    delivery); one forward pass everywhere else (one camera, GPUs, other backends)."""
     if backend != "torch" or batch <= 1:
         return 1
     import torch

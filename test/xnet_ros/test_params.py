@@ -151,3 +151,11 @@ def test_updated_returns_name_message_pairs():
     # an unrelated change does not repeat the warning of an incomplete pair
     half = p.replace(output_width=320)
     assert half.updated({"frame_id": "x"}, configured=True)[2] == []
+
+
+@pytest.mark.parametrize("cameras, max_batch, expected", [
+    ([], 0, 1), ([], 4, 1),  # a single-camera node never batches (nor splits its threads)
+    (["a", "b", "c"], 0, 3), (["a", "b", "c"], 2, 2), (["a", "b", "c"], 8, 3),
+])
+def test_batch_size_is_max_batch_up_to_one_frame_per_camera(cameras, max_batch, expected):
+    assert NodeParams(cameras=cameras, max_batch=max_batch).batch_size == expected
