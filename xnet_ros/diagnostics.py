@@ -53,10 +53,11 @@ def status_summary(v: NodeView) -> tuple[int, str]:
 
 def status_values(state: str, s: WorkerSnapshot, model: dict[str, str], *,
                   camera_info_rejected: int, intrinsics: str,
-                  sizes: tuple[int, int, int, int], published: dict[str, int]
-                  ) -> dict[str, Any]:
+                  sizes: tuple[int, int, int, int], published: dict[str, int],
+                  publish_failed: int = 0) -> dict[str, Any]:
     """The key/value pairs of the status; `model` has name, path and backend ('' = none),
-    `sizes` is (input w, h, output w, h) of the last frame."""
+    `sizes` is (input w, h, output w, h) of the last frame, `publish_failed` the output
+    messages the middleware refused."""
     values: dict[str, Any] = {
         "state": state,
         "model": model.get("name", ""), "model_path": model.get("path", ""),
@@ -73,6 +74,7 @@ def status_values(state: str, s: WorkerSnapshot, model: dict[str, str], *,
     }
     values.update({f"published_{name.replace('/', '_')}": published.get(name, 0)
                    for name in ALL_OUTPUTS})
+    values["publish_failed"] = publish_failed
     for key in TIMING_KEYS:
         summary = s.latency.get(key)
         if summary is not None and summary.count:

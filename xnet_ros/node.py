@@ -112,6 +112,7 @@ class XnetNode(NodeStatus, LifecycleNode):
         self._info_rejected: Counter[str] = Counter()  # camera_info rejected per camera
         self._last_sizes: dict[str, tuple[int, int, int, int]] = {}  # in w, h, out w, h
         self.published: Counter[str] = Counter()  # messages published per output topic
+        self.publish_failed: Counter[str] = Counter()  # per output topic: not sent
         self._last_log = time.monotonic()
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_timer(self._params.diagnostics_period, self._on_diagnostics_timer)
@@ -344,15 +345,28 @@ class XnetNode(NodeStatus, LifecycleNode):
             return 0.0
         t0 = time.perf_counter()
         header = Header(stamp=result.header.stamp, frame_id=result.frame_id)
-        for name, fields in result.outputs.fields.items():
-            topic = camera_topic(result.camera, name)
-            pub = self._pubs.get(topic)
-            if pub is not None:
-                if not (self._serialized and self._serialized.publish(pub, name, header, fields)):
-                    pub.publish(output_msg(name, header, fields))
+        failed = []
+        try:
+            for name, fields in result.outputs.fields.items():
+                topic = camera_topic(result.camera, name)
+                pub = self._pubs.get(topic)
+                if pub is None:
+                    continue
+                try:
+                    if not (self._serialized
+                            and self._serialized.publish(pub, name, header, fields)):
+                        pub.publish(output_msg(name, header, fields))
+                except Exception as exc:  # one output that cannot go out spares the others
+                    self.publish_failed[topic] += 1
+                    failed.append(f"{self.topic_name(topic)}: {type(exc).__name__}: {exc}")
+                    continue
                 self.published[topic] += 1
-        result.outputs.release()  # published (copied): their buffers serve the next frames
+        finally:
+            result.outputs.release()  # published (copied): their buffers serve the next frames
         publish_ms = (time.perf_counter() - t0) * 1e3
+        if failed:
+            self._log_input_error(f"publishing failed ({self.publish_failed.total()} so far): "
+                                  + "; ".join(failed))
         self._last_sizes[result.camera] = (*result.input_size, *result.output_size)
         stats = self._pubs.get(STATS_TOPIC)
         if stats is not None and STATS_TOPIC in result.wanted:

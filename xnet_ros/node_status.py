@@ -61,7 +61,9 @@ class NodeStatus:
             intrinsics=", ".join(sources), sizes=self._last_sizes.get(cams[-1], (0, 0, 0, 0))
             if len(cams) == 1 else (0, 0, 0, 0),
             published={n: sum(self.published[camera_topic(c, n)] for c in cams)
-                       for n in ALL_OUTPUTS})
+                       for n in ALL_OUTPUTS},
+            publish_failed=sum(self.publish_failed[camera_topic(c, n)] for c in cams
+                               for n in ALL_OUTPUTS))
         if cams != [""]:
             values["cameras"] = ", ".join(cams)
         name = f"{self.get_fully_qualified_name()}: inference{f' {camera}' if camera else ''}"

@@ -57,7 +57,8 @@ def test_status_values_report_the_counters_exactly():
                        rate_hz=4.56789, latency=lat, last_error="E: x")
     values = status_values("active", s, {"name": "m", "path": "/p", "backend": "torch (cpu)"},
                            camera_info_rejected=3, intrinsics="parameters",
-                           sizes=(640, 480, 320, 240), published={"depth": 7, "points": 6})
+                           sizes=(640, 480, 320, 240), published={"depth": 7, "points": 6},
+                           publish_failed=2)
     assert values == {
         "state": "active", "model": "m", "model_path": "/p", "backend": "torch (cpu)",
         "rate_hz": "4.57", "frames_received": 12, "frames_processed": 7,
@@ -65,7 +66,7 @@ def test_status_values_report_the_counters_exactly():
         "frames_in_flight": 1, "camera_info_rejected": 3, "intrinsics": "parameters",
         "input_size": "640x480", "output_size": "320x240", "last_error": "E: x",
         "published_depth": 7, "published_depth_camera_info": 0, "published_semantic_labels": 0,
-        "published_semantic_color": 0, "published_points": 6,
+        "published_semantic_color": 0, "published_points": 6, "publish_failed": 2,
         "latency_pre_mean_ms": "2.00", "latency_pre_p95_ms": "3.00",
         "latency_infer_mean_ms": "10.00", "latency_infer_p95_ms": "10.00",
         "latency_total_mean_ms": "25.00", "latency_total_p95_ms": "30.00",

@@ -470,6 +470,37 @@ def test_bad_input_is_counted_and_node_keeps_working(main_node, probe, kitti, mo
     assert main_node.worker_snapshot().failed == first + 5
 
 
+def test_an_output_that_cannot_be_published_spares_the_others(main_node, probe, kitti,
+                                                              monkeypatch):
+    class DepthFails:  # the middleware refuses depth; the rest goes out through rclpy
+        def publish(self, pub, name, header, fields):
+            if name == DEPTH:
+                raise RuntimeError("rcl_publish_serialized_message on depth failed (1): full")
+            return False
+
+    send_info_and_wait(main_node, probe, 4)
+    assert main_node._worker.wait_idle(RECEIVE_S)
+    logged, before = [], main_node.publish_failed.total()
+    monkeypatch.setattr(main_node, "_log_input_error", logged.append)
+    monkeypatch.setattr(main_node, "_serialized", DepthFails())
+    sec = next_sec()
+    probe.send_image(sec, kitti[2])
+    for name in (LABELS, COLOR, POINTS, DEPTH_INFO):
+        assert probe.with_stamp(name, sec).header.frame_id == FRAME_ID, name
+    assert main_node._worker.wait_idle(RECEIVE_S)
+    assert probe.count(DEPTH, lambda m: m.header.stamp.sec == sec) == 0
+    assert main_node.publish_failed.total() == before + 1
+    values = {v.key: v.value for v in main_node.diagnostic_status().values}
+    assert values["publish_failed"] == str(before + 1)
+    assert logged == [f"publishing failed ({before + 1} so far): /depth: RuntimeError: "
+                      "rcl_publish_serialized_message on depth failed (1): full"]
+    monkeypatch.undo()  # the node goes on, every output again
+    sec = next_sec()
+    probe.send_image(sec, kitti[2])
+    assert probe.with_stamp(DEPTH, sec).width == 1242
+    assert main_node.lifecycle_state == "active" and main_node.worker_snapshot().balanced
+
+
 def test_camera_info_with_zeros_is_rejected(main_node, probe, kitti):
     send_info_and_wait(main_node, probe, 4)
     rejected = main_node._camera_info_rejected
