@@ -26,6 +26,7 @@ from xnet_model.memory import tune_malloc
 
 from .launch_config import DEMO_FRAME_ID
 from .loopback import apply_loopback_dds
+from .main import prefer_async_publication
 
 BAG_NAME = "xnet_demo"
 PREVIEWS = ("input.png", "depth.png", "labels.png", "points.png", "preview.png")
@@ -88,6 +89,7 @@ def run_demo(out: Path, frames: int = 30, rate: float = 10.0, width: int = 640,
         f"'{DEMO_FRAME_ID}'")
 
     tune_malloc()  # as the node's main() does
+    prefer_async_publication()
     ctx = Context()
     rclpy.init(context=ctx)
     executor = SingleThreadedExecutor(context=ctx)

@@ -9,7 +9,21 @@ import sys
 
 import pytest
 
-from xnet_ros.main import _Interrupted, _StopRequest
+from xnet_ros.main import (
+    PUBLICATION_MODE_ENV,
+    _Interrupted,
+    _StopRequest,
+    prefer_async_publication,
+)
+
+
+def test_fast_dds_publishes_asynchronously_unless_the_user_chose():
+    env: dict[str, str] = {}
+    assert prefer_async_publication(env) == "ASYNCHRONOUS"
+    assert env == {PUBLICATION_MODE_ENV: "ASYNCHRONOUS"}
+    chosen = {PUBLICATION_MODE_ENV: "SYNCHRONOUS"}
+    assert prefer_async_publication(chosen) == "SYNCHRONOUS"
+    assert chosen == {PUBLICATION_MODE_ENV: "SYNCHRONOUS"}
 
 
 def test_first_signal_interrupts_the_startup_region_once():

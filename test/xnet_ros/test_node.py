@@ -9,6 +9,7 @@ plumbing: encodings, sizes, stamps, frame ids, geometry, counters, robustness.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import defaultdict
@@ -712,9 +713,11 @@ def test_autostart_false_waits_for_transitions(ros, model_dir):
         ros.remove(node)
 
 
-def test_main_runs_and_shuts_down_on_external_shutdown(model_dir):
+def test_main_runs_and_shuts_down_on_external_shutdown(model_dir, monkeypatch):
     """main(): explicit init/shutdown; the executor ends cleanly when the context shuts down."""
-    from xnet_ros.main import main
+    from xnet_ros.main import PUBLICATION_MODE_ENV, main
+
+    monkeypatch.delenv(PUBLICATION_MODE_ENV, raising=False)  # main() sets it; undone after
 
     done = threading.Event()
     result = []
@@ -741,6 +744,7 @@ def test_main_runs_and_shuts_down_on_external_shutdown(model_dir):
     assert up, "main() did not bring the node up"
     assert done.wait(30.0), "main() did not return after shutdown"
     assert result == [0]
+    assert os.environ[PUBLICATION_MODE_ENV] == "ASYNCHRONOUS"  # set before rclpy.init
 
 
 def test_publishers_count_matched_events_or_ask_the_publisher(monkeypatch):

@@ -179,6 +179,9 @@ def test_signals_when_idle(node_process):
     """Active, no input: SIGINT then SIGTERM (ros2 launch's escalation), 50 ms apart."""
     node = node_process("idle")
     assert node.wait_for(lambda: node.logged("active:"), START_S), "".join(node.lines)
+    mode = os.environ.get("RMW_FASTRTPS_PUBLICATION_MODE", "ASYNCHRONOUS")  # main()'s default
+    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps"):
+        assert node.logged(f"Fast DDS publication mode {mode}"), "".join(node.lines)
     node.signal(signal.SIGINT, signal.SIGTERM)
     assert_clean_exit(node, "SIGINT")
 
