@@ -5,6 +5,8 @@ SIGTERM): two or more signals 50 ms apart, at start-up, while the model loads, i
 frames are being processed, must each end the node with exit code 0 (what `ros2 launch`
 reports as "process has finished cleanly"), no traceback, and every thread joined (the node's
 last log line says so). The node runs the packaged demo model over loopback DDS (conftest).
+Also here, as it needs the executable's `main()`: Fast DDS's asynchronous publication, which
+`main()` turns on, never sends an output buffer that the next frame already reuses.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -28,7 +31,7 @@ cv2 = pytest.importorskip("cv2")
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from xnet_ros.conversions import array_to_image_fields  # noqa: E402
@@ -224,3 +227,40 @@ def test_signals_mid_inference(node_process, probe, fixtures_dir):
     finally:
         stop.set()
         publisher.join(5)
+
+
+def test_asynchronous_publication_sends_each_frames_own_outputs(node_process, probe):
+    """Two different frames in turn, as fast as the node takes them: every depth and colour
+    message equals the other messages of its frame, byte for byte, and differs from the other
+    frame's (a reused buffer sent after the next frame wrote into it would mix them)."""
+    rng = np.random.default_rng(0)
+    frames = [np.clip(rng.normal(128, 60, (120, 160, 3)), 0, 255).astype(np.uint8)]
+    frames.append(np.ascontiguousarray(frames[0][::-1]))
+    node = node_process("async")
+    ns = node.namespace
+    reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = probe.create_publisher(Image, f"/{ns}/image", reliable)
+    received: dict[str, list] = {"depth": [], "semantic/color": []}
+    for name, msgs in received.items():
+        probe.create_subscription(Image, f"/{ns}/{name}", msgs.append, reliable)
+    try:
+        assert node.wait_for(lambda: node.logged("active:"), START_S), "".join(node.lines)
+        mode = os.environ.get("RMW_FASTRTPS_PUBLICATION_MODE", "ASYNCHRONOUS")
+        assert node.logged(f"Fast DDS publication mode {mode}"), "".join(node.lines)
+        assert node.wait_for(lambda: image_pub.get_subscription_count() > 0, 30.0)
+        for sec in range(1, 41):
+            msg = Image(**array_to_image_fields(frames[sec % 2], "rgb8"))
+            msg.header.frame_id, msg.header.stamp.sec = "camera", sec
+            image_pub.publish(msg)
+            time.sleep(rng.uniform(0.01, 0.04))  # jitter: the node cannot lock onto one frame
+        assert node.wait_for(lambda: all(len(m) >= 10 for m in received.values()), 60.0)
+        time.sleep(1.0)
+        for name, msgs in received.items():
+            payloads = [{bytes(m.data) for m in msgs if m.header.stamp.sec % 2 == k}
+                        for k in (0, 1)]
+            assert all(len(p) <= 1 for p in payloads), name  # one payload per frame
+            assert not payloads[0] & payloads[1], name
+        node.signal(signal.SIGINT)
+        assert_clean_exit(node, "SIGINT")
+    finally:
+        node.kill()
