@@ -8,10 +8,10 @@ plumbing: encodings, sizes, stamps, frame ids, geometry, counters, robustness.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
+import traceback
 from collections import defaultdict
 from pathlib import Path
 
@@ -96,12 +96,21 @@ class Ros:
         rclpy.init(context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
         self.nodes = []
+        self.errors: list[BaseException] = []  # raised by callbacks: failed tests name them
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
     def _spin(self):
-        with contextlib.suppress(Exception):  # shutdown while spinning
-            self.executor.spin()
+        """Spin until shutdown; an exception from a callback is recorded (and printed), and the
+        executor goes on, so one failure cannot silence every later test of the module."""
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except Exception as exc:
+                if not self.context.ok():  # shutdown while spinning
+                    return
+                self.errors.append(exc)
+                traceback.print_exception(exc)
 
     def add(self, node):
         self.nodes.append(node)
@@ -128,6 +137,19 @@ def ros():
         yield r
     finally:
         r.close()
+
+
+@pytest.fixture(autouse=True)
+def no_callback_errors(request):
+    """A test fails when a callback raised during it (the node's or the probe's)."""
+    if "ros" not in request.fixturenames:
+        yield
+        return
+    ros = request.getfixturevalue("ros")
+    before = len(ros.errors)
+    yield
+    errors = ros.errors[before:]
+    assert not errors, f"callbacks raised: {[repr(e) for e in errors]}"
 
 
 class Probe:
