@@ -418,17 +418,15 @@ class InferenceWorker:
                         return
                     batch = self._take_batch_locked()
                 outcomes = self._outcomes([item for _, item in batch])
-                if self._finisher is None:
-                    with self._cond:
-                        self._in_lane.difference_update(c for c, _ in batch)
-                    self._complete(batch, [self._finished(o) for o in outcomes])
-                    continue
-                with self._cond:  # a batch per lane waits at most
-                    self._cond.wait_for(lambda: len(self._handoffs) < self._lanes
-                                        or not self._finisher.is_alive())
-                    self._handoffs.append((batch, outcomes))
+                with self._cond:
+                    if self._finisher is not None:  # a batch per lane waits at most
+                        self._cond.wait_for(lambda: len(self._handoffs) < self._lanes
+                                            or not self._finisher.is_alive())
+                        self._handoffs.append((batch, outcomes))
                     self._in_lane.difference_update(c for c, _ in batch)
                     self._cond.notify_all()
+                if self._finisher is None:
+                    self._complete(batch, [self._finished(o) for o in outcomes])
         finally:
             with self._cond:
                 self._lanes_done += 1
