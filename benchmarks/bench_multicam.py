@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_multicam [--cameras 1,2,4] [--seconds 20] [--warmup 8]
         [--rate 10] [--size 640x480] [--param device:=cuda ...] [--repeat 1]
-        [--append docs/benchmarks.md]
+        [--multi-param NAME:=VALUE ...] [--separate-param NAME:=VALUE ...]
+        [--separate-env NAME=VALUE ...] [--append docs/benchmarks.md]
 
 For each N both configurations run back to back (which goes first alternates with N), each with
 fresh node processes (`python -m xnet_ros.main`, the packaged demo model, torch on CPU, `lazy`,
@@ -10,6 +11,11 @@ fresh node processes (`python -m xnet_ros.main`, the packaged demo model, torch 
 
 * multi:    one node in /bench with `cameras: [cam0, ..]`;
 * separate: N nodes, node i in /bench/cam<i> (no `cameras`).
+
+`--param` goes to every node, `--multi-param` / `--separate-param` to one configuration only,
+and `--separate-env` into the environment of the single-camera nodes (e.g. OMP_NUM_THREADS=1:
+N single-threaded processes rather than N processes with a thread per core each), so each
+configuration can be compared at its best.
 
 Both read the same topics, /bench/cam<i>/image: this process publishes N synthetic rgb8 cameras
 at `rate` Hz each (phases spread evenly over the period, header stamp = publication time) and
@@ -68,8 +74,8 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_nodes(config: str, n: int, log_dir: Path,
-                params: dict[str, str] | None = None) -> list[subprocess.Popen]:
+def start_nodes(config: str, n: int, log_dir: Path, params: dict[str, str] | None = None,
+                env: dict[str, str] | None = None) -> list[subprocess.Popen]:
     cams = [f"cam{i}" for i in range(n)]
     if config == "multi":
         argv = [["-r", "__ns:=/bench", "-p", f"cameras:=[{','.join(cams)}]"]]
@@ -82,7 +88,8 @@ def start_nodes(config: str, n: int, log_dir: Path,
                     for a in ("-p", f"{k}:={v}")]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "xnet_ros.main", "--ros-args", *extra, *settings],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})}))
     return procs
 
 
@@ -196,14 +203,14 @@ def frame_messages(width: int, height: int, count: int = 4) -> list[Any]:
 
 def measure(rclpy: Any, config: str, n: int, seconds: float, warmup: float, rate: float,
             size: tuple[int, int], log_dir: Path, params: dict[str, str] | None = None,
-            log=print) -> dict[str, Any]:
+            log=print, env: dict[str, str] | None = None) -> dict[str, Any]:
     """One configuration: start, connect, warm up, measure, stop."""
     from rclpy.context import Context
 
     load_before = os.getloadavg()[0]
-    procs = start_nodes(config, n, log_dir, params)
+    procs = start_nodes(config, n, log_dir, params, env)
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)  # not our command line: it has NAME:=VALUE too
     try:
         cams = Cameras(rclpy, context, config, n, frame_messages(*size))
         if not cams.spin_until(lambda: cams.connected() or any(p.poll() is not None
@@ -245,8 +252,12 @@ def measure(rclpy: Any, config: str, n: int, seconds: float, warmup: float, rate
 
 def run(cameras=CAMERAS, seconds: float = SECONDS, warmup: float = WARMUP, rate: float = RATE,
         size: tuple[int, int] = SIZE, params: dict[str, str] | None = None,
-        log=print, repeat: int = 1) -> list[dict]:
-    """Rows for both configurations of every N, `repeat` rounds (the order alternates)."""
+        log=print, repeat: int = 1, config_params: dict[str, dict[str, str]] | None = None,
+        config_env: dict[str, dict[str, str]] | None = None) -> list[dict]:
+    """Rows for both configurations of every N, `repeat` rounds (the order alternates).
+    `config_params` / `config_env`: per configuration ('multi', 'separate'), parameters on
+    top of `params` and environment variables of its nodes."""
+    config_params, config_env = config_params or {}, config_env or {}
     apply_loopback_dds()  # before rclpy starts; the nodes inherit it
     import rclpy
 
@@ -256,8 +267,9 @@ def run(cameras=CAMERAS, seconds: float = SECONDS, warmup: float = WARMUP, rate:
         for k, n in enumerate(cameras):
             order = CONFIGS if (k + r) % 2 == 0 else CONFIGS[::-1]
             for config in order:
-                row = measure(rclpy, config, n, seconds, warmup, rate, size, log_dir, params,
-                              log)
+                row = measure(rclpy, config, n, seconds, warmup, rate, size, log_dir,
+                              {**(params or {}), **config_params.get(config, {})}, log,
+                              config_env.get(config))
                 rows.append({**row, "round": r + 1})
     return [{**r, "latency_ms": _latencies(r)} for r in rows]
 
@@ -325,14 +337,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="x".join(map(str, SIZE)), help="WIDTHxHEIGHT")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="a parameter of every node (repeatable), e.g. device:=cuda")
+    for config in CONFIGS:
+        parser.add_argument(f"--{config}-param", action="append", default=[],
+                            metavar="NAME:=VALUE",
+                            help=f"a parameter of the {config} configuration's nodes only")
+    parser.add_argument("--separate-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of the single-camera nodes only")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of every pair; the verdict uses the medians")
     parser.add_argument("--append", help="append the table to this Markdown report")
     args = parser.parse_args(argv)
     width, _, height = args.size.lower().partition("x")
     params = dict(p.split(":=", 1) for p in args.param)
+    config_params = {c: dict(p.split(":=", 1) for p in getattr(args, f"{c}_param"))
+                     for c in CONFIGS}
+    config_env = {"separate": dict(e.split("=", 1) for e in args.separate_env)}
     rows = run([int(n) for n in args.cameras.split(",")], args.seconds, args.warmup,
-               args.rate, (int(width), int(height)), params, repeat=max(1, args.repeat))
+               args.rate, (int(width), int(height)), params, repeat=max(1, args.repeat),
+               config_params=config_params, config_env=config_env)
     table, summary = markdown(rows), verdict(rows)
     print(table + ("\n\n" + summary if summary else ""))
     if args.append:

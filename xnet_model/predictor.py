@@ -184,22 +184,17 @@ class Predictor:
         return [Prediction(d, lab, dict(timings)) for d, lab in results]
 
     def _check_cpu_streams(self, streams: int) -> int:
-        """`cpu_streams` > 1: a batch on a CPU torch backend runs as that many sub-batches at
-        once, each on one thread of its own (torch's intra-op threads are divided among them).
+        """`cpu_streams` > 1: a batch on the CPU runs as that many sub-batches at once, each on
+        its share of the threads (torch's intra-op threads, or a session of onnxruntime's).
         Independent forwards keep the cores busy where one multi-threaded forward stalls at
         its barriers while other threads of the process (DDS, decoding) preempt it."""
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise CpuStreamsError(f"cpu_streams: {streams!r} must be an integer >= 1")
         if streams == 1:
             return 1
-        from .runtime.backends import TorchBackend
-
-        if not isinstance(self.backend, TorchBackend) or self.backend.device.type != "cpu":
-            raise CpuStreamsError(f"cpu_streams: {streams} needs the torch backend on the CPU, "
-                                  f"not {self.backend.describe()}")
-        import torch
-
-        torch.set_num_threads(max(1, torch.get_num_threads() // streams))
+        problem = self.backend.split_cpu_threads(streams)
+        if problem:
+            raise CpuStreamsError(f"cpu_streams: {streams} {problem}")
         return streams
 
     def _infer(self, batch: np.ndarray, streams: int) -> dict[str, np.ndarray]:

@@ -63,6 +63,7 @@ from .pipeline import (
     FrameSettings,
     ModelLoadError,
     inference_lanes,
+    lanes_advice,
     overlaps_delivery,
 )
 from .pipeline import load_predictor as _load_predictor
@@ -213,6 +214,8 @@ class XnetNode(NodeStatus, LifecycleNode):
             " loaded in "
             f"{time.perf_counter() - t0:.1f} s (tasks: {', '.join(meta.tasks)}"
             f"{f', {meta.num_classes} classes' if meta.num_classes else ''})")
+        if advice := lanes_advice(predictor):
+            self.get_logger().info(advice)
         for name, replacement in DEPRECATED_QOS.items():
             if getattr(p, name) != getattr(NodeParams(), name):
                 self.get_logger().warning(f"{name} is deprecated and will be removed; use the "

@@ -102,16 +102,31 @@ def inference_lanes(predictor: Any, max_batch: int) -> int:
     return max(1, min(getattr(predictor, "cpu_streams", 1), max_batch))
 
 
+def lanes_advice(predictor: Any) -> str:
+    """What to tell a user whose torch backend runs several CPU lanes ('' otherwise)."""
+    from xnet_model.runtime.backends import TorchBackend
+
+    if getattr(predictor, "cpu_streams", 1) <= 1 or type(predictor.backend) is not TorchBackend:
+        return ""
+    return ("torch's lanes take turns at Python's GIL between operators; backend: "
+            "onnxruntime runs them without it (4 cameras on 2 cores: 57-67 frames/s against "
+            "34, docs/node.md, 'Several cameras')")
+
+
 class ModelLoadError(RuntimeError):
     """The model cannot be loaded; the message starts with the parameter to fix."""
 
 
+CPU_STREAM_BACKENDS = ("torch", "onnxruntime")
+
+
 def auto_cpu_streams(backend: str, device: str | None, batch: int) -> int:
-    """`cpu_streams: 0`: with the torch backend on the CPU, several cameras run as
-    min(batch, torch threads) single-threaded streams at once (the node's inference lanes; 4
-    cameras on 2 cores: 28.9 frames/s as one forward pass, 38.8 as two streams with overlapped
-    delivery); one forward pass everywhere else (one camera, GPUs, other backends)."""
-    if backend != "torch" or batch <= 1:
+    """`cpu_streams: 0`: with the torch or onnxruntime backend on the CPU, several cameras
+    run as min(batch, torch threads) single-threaded streams at once (the node's inference
+    lanes; 4 cameras on 2 cores, torch: 28.9 frames/s as one forward pass, 38.8 as two
+    streams with overlapped delivery); one forward pass everywhere else (one camera, GPUs,
+    other backends)."""
+    if backend not in CPU_STREAM_BACKENDS or batch <= 1:
         return 1
     import torch
 

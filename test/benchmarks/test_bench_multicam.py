@@ -58,18 +58,21 @@ def test_process_readers_and_node_command_lines(tmp_path, monkeypatch):
 
     assert proc_memory(os.getpid())["VmRSS"] > 1.0 and proc_cpu_s(os.getpid()) > 0.0
     assert proc_memory(2**22 + 12345) == {}  # no such process
-    started = []
+    started, envs = [], []
 
     class FakePopen:
         def __init__(self, args, **kwargs):
             started.append(args)
+            envs.append(kwargs["env"])
 
     monkeypatch.setattr("benchmarks.bench_multicam.subprocess.Popen", FakePopen)
     start_nodes("multi", 2, tmp_path, {"device": "cuda"})
-    start_nodes("separate", 2, tmp_path)
+    start_nodes("separate", 2, tmp_path, env={"OMP_NUM_THREADS": "1"})
     tails = [a[a.index("--ros-args") + 1:] for a in started]
     assert tails == [
         ["-r", "__ns:=/bench", "-p", "cameras:=[cam0,cam1]", "-p", "log_period:=0.0", "-p",
          "device:=cuda"],
         ["-r", "__ns:=/bench/cam0", "-p", "log_period:=0.0"],
         ["-r", "__ns:=/bench/cam1", "-p", "log_period:=0.0"]]
+    assert envs[0] == dict(os.environ)  # the benchmark's own environment (loopback DDS)
+    assert [e["OMP_NUM_THREADS"] for e in envs[1:]] == ["1", "1"]

@@ -83,8 +83,13 @@ def test_onnxruntime_matches_torch_and_reuses_its_cached_graph(cache_dir, monkey
         raise AssertionError("a cached graph must not be exported again")
 
     monkeypatch.setattr(onnx_backend, "export_onnx", no_export)
-    again = create_backend("onnxruntime", model, "cpu")
+    again = create_backend("onnxruntime", model, "cpu", spin_wait=True)
     assert again.cache_hit is True and again.onnx_path == ort_backend.onnx_path
+    from xnet_model.runtime.onnx_backend import SPIN_WAIT_KEY
+
+    spin = [b.session.get_session_options().get_session_config_entry(SPIN_WAIT_KEY)
+            for b in (ort_backend, again)]
+    assert spin == ["0", "1"]  # busy-waiting threads only when asked for
     assert_close(ref_backend.infer(batch()), again.infer(batch()))
 
 
@@ -118,6 +123,53 @@ def test_predictor_keys_the_cache_by_the_saved_files(tmp_path, shared_cache):
     assert float((out.labels == ref.labels).mean()) >= LABEL_AGREEMENT
     sidecar = pred.backend.onnx_path.with_suffix(".json")
     assert model_digest(tmp_path / "model") in sidecar.read_text()
+
+
+def test_onnxruntime_cpu_streams_run_one_session_concurrently(shared_cache):
+    """cpu_streams divides onnxruntime's intra-op threads (torch's stay), the sub-batches run
+    in the one session at the same time, and they give the outputs of one stream."""
+    import threading
+
+    from xnet_model.runtime.onnx_backend import SPIN_WAIT_KEY
+
+    model = tiny_model()
+    threads = torch.get_num_threads()
+    images = [np.random.default_rng(i).integers(0, 255, (*SIZE, 3), dtype=np.uint8)
+              for i in range(4)]
+    one = Predictor(model, backend="onnxruntime").predict_batch(images)
+    two = Predictor(model, backend="onnxruntime", cpu_streams=2)
+    assert torch.get_num_threads() == threads
+    share = max(1, threads // 2)
+    assert two.backend.threads == share
+    options = two.backend.session.get_session_options()
+    assert options.intra_op_num_threads == share
+    assert options.get_session_config_entry(SPIN_WAIT_KEY) == "0"  # no idle threads burning
+    both_inside = threading.Barrier(2, timeout=30)  # breaks unless both run at once
+    infer = two.backend.infer
+
+    def infer_together(batch):
+        both_inside.wait()
+        return infer(batch)
+
+    two.backend.infer = infer_together
+    for a, b in zip(one, two.predict_batch(images)):
+        assert float(np.abs(a.depth - b.depth).max()) <= DEPTH_TOL
+        assert float((a.labels == b.labels).mean()) >= LABEL_AGREEMENT
+
+
+def test_backends_that_cannot_split_their_threads_say_so(fake_backends):
+    from xnet_model.predictor import CpuStreamsError
+
+    with pytest.raises(CpuStreamsError, match=r"^cpu_streams: 2 needs the torch or "
+                       r"onnxruntime backend on the CPU, not nan on cpu$"):
+        Predictor(tiny_model(), backend="nan", cpu_streams=2)
+    threads = torch.get_num_threads()
+    try:  # a chain splits the backend it chose
+        chained = Predictor(tiny_model(), backend="broken,torch", cpu_streams=2)
+        assert chained.backend.cpu_streams == 2
+        assert torch.get_num_threads() == max(1, threads // 2)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- inductor --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from xnet_ros.pipeline import (
     auto_cpu_streams,
     fit_intrinsics,
     inference_lanes,
+    lanes_advice,
     load_predictor,
     overlaps_delivery,
     stamp_ns,
@@ -159,7 +160,8 @@ def test_load_predictor_names_the_device_or_the_backend_by_the_error_type(model_
             load_predictor(model_dir, device="cuda")
 
 
-def test_load_predictor_names_cpu_streams(model_dir):
+def test_load_predictor_names_cpu_streams(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XNET_ENGINE_CACHE", str(tmp_path / "engines"))
     import torch
 
     threads = torch.get_num_threads()
@@ -172,18 +174,26 @@ def test_load_predictor_names_cpu_streams(model_dir):
         assert load_predictor(model_dir, cpu_streams=0, batch=1).cpu_streams == 1
         torch.set_num_threads(2)
         assert load_predictor(model_dir, cpu_streams=0, device="cpu", batch=4).cpu_streams == 2
+        # onnxruntime divides its own threads among the streams and leaves torch's alone
+        torch.set_num_threads(2)
+        ort = load_predictor(model_dir, "onnxruntime", "cpu", cpu_streams=0, batch=4)
+        assert ort.cpu_streams == 2 and ort.backend.threads == 1
+        assert torch.get_num_threads() == 2 and inference_lanes(ort, max_batch=4) == 2
     finally:
         torch.set_num_threads(threads)
 
 
-def test_auto_cpu_streams_only_for_torch_on_the_cpu_with_a_batch():
+def test_auto_cpu_streams_only_for_torch_and_onnxruntime_on_the_cpu_with_a_batch():
     import torch
 
     threads = torch.get_num_threads()
     assert auto_cpu_streams("torch", "cpu", 4) == min(4, threads)
     assert auto_cpu_streams("torch", "cpu", 1) == 1
     assert auto_cpu_streams("torch", "cuda:0", 4) == 1
-    assert auto_cpu_streams("onnxruntime", "cpu", 4) == 1
+    assert auto_cpu_streams("onnxruntime", "cpu", 4) == min(4, threads)
+    assert auto_cpu_streams("onnxruntime", "cpu", 1) == 1
+    assert auto_cpu_streams("tensorrt", "cpu", 4) == 1
+    assert auto_cpu_streams("auto", "cpu", 4) == 1  # the chosen backend is not known yet
     assert auto_cpu_streams("torch", "no-such-device", 4) == 1  # the Predictor says why
     assert auto_cpu_streams("torch", None, 4) == (1 if torch.cuda.is_available()
                                                    else min(4, threads))
@@ -300,6 +310,18 @@ def test_lanes_for_independent_cpu_streams_and_one_forward_pass_per_lane(model_d
     pipe.split_batches = False  # the node's lanes: one pass per call, on the calling thread
     pipe.run_batch([FrameInput(msg, camera="a"), FrameInput(msg, camera="b")])
     assert threads == [(threading.current_thread().name, 2)]
+
+
+def test_torch_lanes_point_to_onnxruntime(model_dir):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert "backend: onnxruntime" in lanes_advice(load_predictor(model_dir, cpu_streams=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert lanes_advice(load_predictor(model_dir, cpu_streams=1)) == ""
+    assert lanes_advice(FakePredictor()) == ""
 
 
 def test_warnings_once_per_kind_and_camera():

@@ -140,6 +140,11 @@ class Backend:
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
 
+    def split_cpu_threads(self, streams: int) -> str:
+        """Get ready for `streams` concurrent `infer` calls, each on its own share of the CPU
+        threads (the Predictor's `cpu_streams`): '' when done, else why this backend cannot."""
+        return f"needs the torch or onnxruntime backend on the CPU, not {self.describe()}"
+
 
 def model_identity(model: XNet, model_path: str | Path | None = None) -> str:
     """Cache-key digest: the saved files' sha256 when loaded from disk, else config + tensors."""
@@ -201,6 +206,12 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         return f"torch ({self.precision}) on {self.device}"
+
+    def split_cpu_threads(self, streams: int) -> str:
+        if self.device.type != "cpu":
+            return super().split_cpu_threads(streams)
+        torch.set_num_threads(max(1, torch.get_num_threads() // streams))  # process-wide
+        return ""
 
 
 BackendFactory = Callable[..., Backend]

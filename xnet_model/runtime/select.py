@@ -116,6 +116,7 @@ class FallbackBackend(Backend):
         self.inner: Backend | None = None
         self.chosen: Candidate | None = None
         self.first_batch_checked = False
+        self.cpu_streams = 1
         self._model = model
         self._advance()
         super().__init__(model, self.inner.device)
@@ -169,6 +170,11 @@ class FallbackBackend(Backend):
                         self.inner.describe(), problem)
             self._advance()
             self.device = self.inner.device
+            if self.cpu_streams > 1:  # the replacement gets the split its predecessor had
+                problem = self.inner.split_cpu_threads(self.cpu_streams)
+                if problem:
+                    log.warning("%s: %s: cpu_streams %d %s; running it as it is", self.label,
+                                self.inner.describe(), self.cpu_streams, problem)
 
     def upload(self, batch: np.ndarray) -> torch.Tensor:
         return self.inner.upload(batch)
@@ -181,6 +187,11 @@ class FallbackBackend(Backend):
 
     def describe(self) -> str:
         return f"{self.inner.describe()} [{self.label}]"
+
+    def split_cpu_threads(self, streams: int) -> str:
+        problem = self.inner.split_cpu_threads(streams)
+        self.cpu_streams = 1 if problem else streams
+        return problem
 
 
 def fallback_chain(names: list[str], model: XNet, device=None, **options) -> FallbackBackend:
