@@ -213,17 +213,23 @@ def test_two_cameras_topics_headers_stats_and_diagnostics(ros, model_dir, frames
         ros.remove(node)
 
 
-@pytest.mark.parametrize("cpu_streams", [1, 2], ids=["in-turn", "overlapped-delivery"])
-def test_a_broken_camera_never_stops_the_other(ros, model_dir, frames, cpu_streams):
+@pytest.mark.parametrize("backend, cpu_streams", [("torch", 1), ("torch", 2),
+                                                   ("onnxruntime", 2)],
+                         ids=["in-turn", "overlapped-delivery", "onnxruntime-lanes"])
+def test_a_broken_camera_never_stops_the_other(ros, model_dir, frames, backend, cpu_streams,
+                                               tmp_path, monkeypatch):
     import torch
 
+    monkeypatch.setenv("XNET_ENGINE_CACHE", str(tmp_path / "engines"))
     threads = torch.get_num_threads()  # cpu_streams divides the process's torch threads
-    node = start(ros, model_dir, f"broken{cpu_streams}", cpu_streams=cpu_streams)
-    probe = Cameras(ros, f"broken{cpu_streams}")
+    name = f"broken{cpu_streams}{backend[0]}"
+    node = start(ros, model_dir, name, cpu_streams=cpu_streams, backend=backend)
+    probe = Cameras(ros, name)
     try:
         # with two CPU streams the outputs are built and published on a delivery thread
-        # while the next batch's forward pass runs
+        # while the next batch's forward pass runs (torch or onnxruntime: two lanes)
         assert (node._worker._finisher is not None) == (cpu_streams > 1)
+        assert node._worker._lanes == cpu_streams and backend in node._backend
         connect(node, probe)
         bad = Image(height=10, width=10, encoding="yuv9000", step=30, data=bytes(300))
         for sec in range(1, 6):
