@@ -21,7 +21,7 @@ from .camera import metric_scale
 from .memory import release_free_memory
 from .metadata import ModelMetadata
 from .runtime.backends import Backend, BackendError, create_backend
-from .runtime.images import resize
+from .runtime.images import normalise_chw, resize
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -81,8 +81,8 @@ class Predictor:
         self.cpu_streams = self._check_cpu_streams(cpu_streams)
         self.num_classes = meta.num_classes
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
-        self.mean = np.asarray(meta.mean, np.float32).reshape(1, 1, 3) * 255.0
-        self.inv_std = 1.0 / (np.asarray(meta.std, np.float32).reshape(1, 1, 3) * 255.0)
+        self.mean = np.asarray(meta.mean, np.float32) * 255.0
+        self.inv_std = 1.0 / (np.asarray(meta.std, np.float32) * 255.0)
         self.stride = meta.size_multiple
         release_free_memory()  # loading allocates transient buffers: do not keep them
 
@@ -119,8 +119,7 @@ class Predictor:
             image = resize(image, h, w)
         if bgr:
             image = image[..., ::-1]
-        x = (image.astype(np.float32) - self.mean) * self.inv_std
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return normalise_chw(image, self.mean, self.inv_std)
 
     def postprocess(self, out: dict[str, np.ndarray], i: int, size: tuple[int, int]):
         h, w = size

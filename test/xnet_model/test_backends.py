@@ -566,6 +566,8 @@ def test_calibration_images_are_preprocessed_like_the_predictor(tmp_path):
     np.testing.assert_allclose(batches[0][0, :, 10, 10],
                                [(1 - mean[0]) / std[0], -mean[1] / std[1], -mean[2] / std[2]],
                                rtol=1e-5)
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # the bits the Predictor would feed
+    np.testing.assert_array_equal(batches[0][0], Predictor(model).preprocess(rgb))
     with pytest.raises(BackendError, match="no calibration images"):
         calibration_files(tmp_path / "empty_dir_that_does_not_exist")
 

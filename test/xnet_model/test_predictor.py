@@ -90,6 +90,22 @@ def test_bgr_flag_equals_rgb_input(predictor):
     np.testing.assert_array_equal(a.labels, b.labels)
 
 
+def test_preprocess_is_the_reference_normalisation_bit_for_bit(predictor):
+    """Channels-first arithmetic (fast) gives exactly the bits of the straightforward form."""
+    rng = np.random.default_rng(3)
+    for shape in ((48, 64, 3), (37, 53, 3), (480, 640, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        h, w = predictor.network_size(*shape[:2])
+        small = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        mean = np.asarray(predictor.meta.mean, np.float32).reshape(1, 1, 3) * 255.0
+        inv_std = 1.0 / (np.asarray(predictor.meta.std, np.float32).reshape(1, 1, 3) * 255.0)
+        reference = np.ascontiguousarray(((small.astype(np.float32) - mean) * inv_std)
+                                         .transpose(2, 0, 1))
+        got = predictor.preprocess(image)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, reference)
+
+
 def test_batch_equals_single_calls(predictor):
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(96, 128, 3), (50, 70, 3)]]

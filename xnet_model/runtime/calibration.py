@@ -62,16 +62,12 @@ def remembered_calibration_digest(files: list[Path], cache_dir: Path) -> str:
 
 def normalise(images: list[np.ndarray], meta: ModelMetadata, size: tuple[int, int]) -> list:
     """RGB uint8 images -> normalised (1, 3, H, W) float32 batches, exactly like Predictor."""
-    from .images import resize
+    from .images import normalise_chw, resize
 
     mean = np.asarray(meta.mean, np.float32) * 255.0
-    std = np.asarray(meta.std, np.float32) * 255.0
-    out = []
-    for image in images:
-        image = resize(image, size[0], size[1])
-        x = (image.astype(np.float32) - mean) / std
-        out.append(np.ascontiguousarray(x.transpose(2, 0, 1))[None])
-    return out
+    inv_std = 1.0 / (np.asarray(meta.std, np.float32) * 255.0)
+    return [normalise_chw(resize(image, size[0], size[1]), mean, inv_std)[None]
+            for image in images]
 
 
 def calibration_batches(files: list[Path], meta, size: tuple[int, int],
