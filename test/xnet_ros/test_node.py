@@ -97,6 +97,9 @@ class Ros:
         self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
         self.nodes = []
         self.errors: list[BaseException] = []  # raised by callbacks: failed tests name them
+        # held around each spin_once: a node destroyed while the executor builds its wait set
+        # raises InvalidHandle there (an rclpy race, not a callback's failure)
+        self._spinning = threading.Lock()
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
@@ -105,7 +108,8 @@ class Ros:
         executor goes on, so one failure cannot silence every later test of the module."""
         while self.context.ok():
             try:
-                self.executor.spin_once(timeout_sec=0.1)
+                with self._spinning:
+                    self.executor.spin_once(timeout_sec=0.1)
             except Exception as exc:
                 if not self.context.ok():  # shutdown while spinning
                     return
@@ -118,8 +122,9 @@ class Ros:
         return node
 
     def remove(self, node):
-        self.executor.remove_node(node)
-        node.destroy_node()
+        with self._spinning:
+            self.executor.remove_node(node)
+            node.destroy_node()
         self.nodes.remove(node)
 
     def close(self):
