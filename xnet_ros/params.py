@@ -113,9 +113,10 @@ class NodeParams:
     max_batch: int = _p(0, "Most frames (one per camera) in one forward pass; 0 (or more "
                         "than the cameras) = the number of cameras.", when=CONFIGURE,
                         range=(0, 64))
-    cpu_streams: int = _p(0, "torch or onnxruntime on the CPU: run this many independent "
-                          "single-threaded inference lanes (the threads divided among them), "
-                          "each a forward pass of up to max_batch / lanes cameras' frames, and "
+    cpu_streams: int = _p(0, "torch or onnxruntime (or auto) on the CPU: run this many "
+                          "independent single-threaded inference lanes (the threads divided "
+                          "among them), each a forward pass of up to max_batch / lanes "
+                          "cameras' frames, and "
                           "publish a lane's batch while the lanes run on. 1 = one forward; "
                           "0 = automatic: min(max_batch, torch threads) with those backends on "
                           "the CPU, else 1.", when=CONFIGURE, range=(0, 16))

@@ -117,16 +117,17 @@ class ModelLoadError(RuntimeError):
     """The model cannot be loaded; the message starts with the parameter to fix."""
 
 
-CPU_STREAM_BACKENDS = ("torch", "onnxruntime")
+CPU_STREAM_BACKENDS = ("torch", "onnxruntime", "auto")  # auto on a CPU: onnxruntime -> torch
 
 
 def auto_cpu_streams(backend: str, device: str | None, batch: int) -> int:
-    """`cpu_streams: 0`: with the torch or onnxruntime backend on the CPU, several cameras
-    run as min(batch, torch threads) single-threaded streams at once (the node's inference
-    lanes; 4 cameras on 2 cores, torch: 28.9 frames/s as one forward pass, 38.8 as two
-    streams with overlapped delivery); one forward pass everywhere else (one camera, GPUs,
-    other backends)."""
-    if backend not in CPU_STREAM_BACKENDS or batch <= 1:
+    """`cpu_streams: 0`: with the torch or onnxruntime backend on the CPU (or `auto`, or a
+    chain, of those), several cameras run as min(batch, torch threads) single-threaded streams
+    at once (the node's inference lanes; 4 cameras on 2 cores, torch: 28.9 frames/s as one
+    forward pass, 38.8 as two streams with overlapped delivery); one forward pass everywhere
+    else (one camera, GPUs, other backends)."""
+    names = [n.strip() for n in backend.split(",")]
+    if not all(n in CPU_STREAM_BACKENDS for n in names) or batch <= 1:
         return 1
     import torch
 

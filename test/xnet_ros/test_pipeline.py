@@ -179,6 +179,9 @@ def test_load_predictor_names_cpu_streams(model_dir, tmp_path, monkeypatch):
         ort = load_predictor(model_dir, "onnxruntime", "cpu", cpu_streams=0, batch=4)
         assert ort.cpu_streams == 2 and ort.backend.threads == 1
         assert torch.get_num_threads() == 2 and inference_lanes(ort, max_batch=4) == 2
+        auto = load_predictor(model_dir, "auto", "cpu", cpu_streams=0, batch=4)
+        assert auto.cpu_streams == 2 and auto.backend.inner.name == "onnxruntime"
+        assert auto.backend.inner.threads == 1 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
 
@@ -193,7 +196,9 @@ def test_auto_cpu_streams_only_for_torch_and_onnxruntime_on_the_cpu_with_a_batch
     assert auto_cpu_streams("onnxruntime", "cpu", 4) == min(4, threads)
     assert auto_cpu_streams("onnxruntime", "cpu", 1) == 1
     assert auto_cpu_streams("tensorrt", "cpu", 4) == 1
-    assert auto_cpu_streams("auto", "cpu", 4) == 1  # the chosen backend is not known yet
+    assert auto_cpu_streams("auto", "cpu", 4) == min(4, threads)  # onnxruntime -> torch
+    assert auto_cpu_streams("onnxruntime,torch", "cpu", 4) == min(4, threads)
+    assert auto_cpu_streams("tensorrt,torch", "cpu", 4) == 1
     assert auto_cpu_streams("torch", "no-such-device", 4) == 1  # the Predictor says why
     assert auto_cpu_streams("torch", None, 4) == (1 if torch.cuda.is_available()
                                                    else min(4, threads))
