@@ -224,6 +224,30 @@ def test_pt2_artifact_of_the_demo_model_matches_eager(demo_artifact):
     assert artifact.cfg.name == "demo_synthetic"  # the stored copy of the model config
 
 
+def test_static_pt2_artifact_takes_several_cameras_and_cpu_streams(demo_artifact):
+    """A batch-1 program runs a batch of several frames one frame at a time, and splits its
+    torch threads for the node's lanes like the torch backend (a multi-camera node on the CPU
+    picks lanes automatically: it used to fail to configure with an artifact)."""
+    from xnet_model import Predictor
+    from xnet_model.data.synthetic import render_scene
+
+    images = [render_scene(seed, 120, 160).rgb for seed in (1, 2, 3)]
+    one = Predictor(demo_artifact)
+    singles = [one.predict(image) for image in images]
+    threads = torch.get_num_threads()
+    try:
+        for streams in (1, 2):
+            p = Predictor(demo_artifact, cpu_streams=streams)
+            assert torch.get_num_threads() == max(1, threads // streams)
+            for ref, got in zip(singles, p.predict_batch(images)):
+                # other thread counts sum in another order: float rounding apart
+                assert float(np.abs(got.depth - ref.depth).max()) <= DEPTH_TOL
+                assert float((got.labels == ref.labels).mean()) >= LABEL_AGREEMENT
+            torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_artifact_loads_without_timm_or_the_network(demo_artifact):
     code = (
         "import sys\n"

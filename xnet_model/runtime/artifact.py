@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..metadata import ArtifactInfo, ModelMetadata
-from .backends import Backend, BackendError, autocast_dtype, resolve_device
+from .backends import (
+    Backend,
+    BackendError,
+    autocast_dtype,
+    resolve_device,
+    split_torch_threads,
+)
 
 if TYPE_CHECKING:
     from ..xnet import XNet
@@ -181,6 +187,10 @@ class ExportedProgramBackend(Backend):
         self.program = program.module()
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        most = self.info.batch[1]
+        if x.shape[0] > most:  # several cameras' frames through a program made for fewer
+            parts = [self.run(chunk) for chunk in torch.split(x, most)]
+            return tuple(torch.cat(outputs) for outputs in zip(*parts))
         problem = self.info.problem(tuple(x.shape))
         if problem:
             raise BackendError(problem)
@@ -192,6 +202,9 @@ class ExportedProgramBackend(Backend):
 
     def describe(self) -> str:
         return f"pt2 program ({self.precision}) on {self.device}"
+
+    def split_cpu_threads(self, streams: int) -> str:
+        return split_torch_threads(self, streams)
 
 
 def create_artifact_backend(directory: str | Path, meta: ModelMetadata, backend: str = "auto",

@@ -208,10 +208,16 @@ class TorchBackend(Backend):
         return f"torch ({self.precision}) on {self.device}"
 
     def split_cpu_threads(self, streams: int) -> str:
-        if self.device.type != "cpu":
-            return super().split_cpu_threads(streams)
-        torch.set_num_threads(max(1, torch.get_num_threads() // streams))  # process-wide
-        return ""
+        return split_torch_threads(self, streams)
+
+
+def split_torch_threads(backend: Backend, streams: int) -> str:
+    """`split_cpu_threads` of a backend that runs torch: on the CPU, torch's intra-op threads
+    (process-wide) divided among the streams."""
+    if backend.device.type != "cpu":
+        return Backend.split_cpu_threads(backend, streams)
+    torch.set_num_threads(max(1, torch.get_num_threads() // streams))
+    return ""
 
 
 BackendFactory = Callable[..., Backend]
