@@ -500,6 +500,21 @@ def test_dynamic_tensorrt_engine_takes_every_size_in_its_range(fake_trt, tmp_pat
                        cache_dir=tmp_path)
 
 
+def test_batch_1_tensorrt_engine_runs_several_cameras_frames_in_chunks(fake_trt, tmp_path):
+    """A multi-camera node hands the engine one frame per camera: an engine built for batch 1
+    runs them one by one (it used to refuse the batch, failing every frame)."""
+    trt = fake_trt("2.13", fallback_ops=False)
+    model = tiny_model(input_size=(64, 96))
+    backend = create_backend("tensorrt", model, "cuda", precision="fp32", cache_dir=tmp_path)
+    assert backend.info.accepted_sizes() == "exactly 1x3x64x96 (N x 3 x H x W)"
+    runs = []
+    program = backend.program
+    backend.program = lambda x: runs.append(x.shape[0]) or program(x)
+    x = batch(64, 96, n=3)
+    assert_close(TorchBackend(model, "cpu").infer(x), backend.infer(x))
+    assert runs == [1, 1, 1] and len(trt.calls_of("compile")) == 1
+
+
 def test_tensorrt_needs_a_network_size(fake_trt, tmp_path):
     fake_trt("2.13")
     with pytest.raises(BackendError, match="TensorRT needs a network size"):

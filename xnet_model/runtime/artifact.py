@@ -32,6 +32,7 @@ from .backends import (
     BackendError,
     autocast_dtype,
     resolve_device,
+    run_in_chunks,
     split_torch_threads,
 )
 
@@ -187,10 +188,9 @@ class ExportedProgramBackend(Backend):
         self.program = program.module()
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        most = self.info.batch[1]
-        if x.shape[0] > most:  # several cameras' frames through a program made for fewer
-            parts = [self.run(chunk) for chunk in torch.split(x, most)]
-            return tuple(torch.cat(outputs) for outputs in zip(*parts))
+        return run_in_chunks(self._run, x, self.info.batch[1])
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         problem = self.info.problem(tuple(x.shape))
         if problem:
             raise BackendError(problem)

@@ -211,6 +211,15 @@ class TorchBackend(Backend):
         return split_torch_threads(self, streams)
 
 
+def run_in_chunks(run: Callable[[torch.Tensor], tuple], x: torch.Tensor, most: int) -> tuple:
+    """`run(x)` of a program built for batches of at most `most`, for a larger batch (several
+    cameras' frames): chunk by chunk, outputs concatenated."""
+    if x.shape[0] <= most:
+        return run(x)
+    parts = [run(chunk) for chunk in torch.split(x, most)]
+    return tuple(torch.cat(outputs) for outputs in zip(*parts))
+
+
 def split_torch_threads(backend: Backend, streams: int) -> str:
     """`split_cpu_threads` of a backend that runs torch: on the CPU, torch's intra-op threads
     (process-wide) divided among the streams."""

@@ -55,6 +55,7 @@ from .backends import (
     fixed_input_size,
     model_identity,
     resolve_device,
+    run_in_chunks,
 )
 from .calibration import (
     INT8_CALIBRATION_LIMIT,
@@ -263,6 +264,10 @@ class _EngineRunner(Backend):
     program: torch.nn.Module
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch above the engine's largest (several cameras' frames) runs in chunks."""
+        return run_in_chunks(self._run, x, self.info.batch[1])
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         problem = self.info.problem(tuple(x.shape))
         if problem:
             raise BackendError(f"{problem}: TensorRT engines are built for fixed shapes; "
