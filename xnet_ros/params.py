@@ -116,8 +116,8 @@ class NodeParams:
     cpu_streams: int = _p(0, "torch or onnxruntime (or auto) on the CPU: run this many "
                           "independent single-threaded inference lanes (the threads divided "
                           "among them), each a forward pass of up to max_batch / lanes "
-                          "cameras' frames, and "
-                          "publish a lane's batch while the lanes run on. 1 = one forward; "
+                          "cameras' frames, and publish a lane's batch while the lanes run "
+                          "on. 1 = one forward; "
                           "0 = automatic: min(max_batch, torch threads) with those backends on "
                           "the CPU, else 1.", when=CONFIGURE, range=(0, 16))
     # --- input (configure) ---
