@@ -40,6 +40,33 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PUBLICATION_MODE_ENV = "RMW_FASTRTPS_PUBLICATION_MODE"
 
 
+def spin_once(executor: Any, timeout_sec: float = SPIN_PERIOD_S) -> bool:
+    """`executor.spin_once`, except that an entity destroyed between the wait and the take
+    (a lifecycle transition destroying a subscription whose QoS event was ready) is skipped:
+    rclpy catches `InvalidHandle` there for subscriptions, timers and services but not for
+    waitables such as event handlers (rclpy `Executor._take_waitable`, Kilted), and the
+    exception would otherwise end the spin loop and the node. False when that happened;
+    the same error raised anywhere else is raised."""
+    try:
+        executor.spin_once(timeout_sec=timeout_sec)
+    except Exception as exc:
+        if not _destroyed_while_taken(exc):
+            raise
+        return False
+    return True
+
+
+def _destroyed_while_taken(exc: BaseException) -> bool:
+    if type(exc).__name__ != "InvalidHandle":
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_take_waitable":
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def prefer_async_publication(environ: MutableMapping[str, str] = os.environ) -> str:
     """Fast DDS sends from its own thread (ASYNCHRONOUS) unless the user chose a mode; the
     mode in effect. Read by rmw_fastrtps when rclpy.init creates the participant, so called
@@ -182,7 +209,7 @@ def main(args: list[str] | None = None) -> int:
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
         while not stop.requested and context.ok():
-            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+            spin_once(executor)
     except _Interrupted:
         pass
     except Exception as exc:

@@ -14,7 +14,50 @@ from xnet_ros.main import (
     _Interrupted,
     _StopRequest,
     prefer_async_publication,
+    spin_once,
 )
+
+
+class InvalidHandle(Exception):
+    """Stands in for rclpy's (matched by name: main.py imports nothing from rclpy)."""
+
+
+class FakeExecutor:
+    """Raises `error` from a function of the given name, as rclpy's executor would."""
+
+    def __init__(self, error: Exception | None, where: str = "_take_waitable"):
+        self.error, self.where, self.calls = error, where, []
+
+    def spin_once(self, timeout_sec):
+        self.calls.append(timeout_sec)
+        if self.error is not None:
+            raise_from = {"_take_waitable": _take_waitable, "callback": callback}[self.where]
+            raise_from(self.error)
+
+
+def _take_waitable(error):
+    raise error
+
+
+def callback(error):
+    raise error
+
+
+def test_spin_once_skips_an_entity_destroyed_between_wait_and_take():
+    executor = FakeExecutor(InvalidHandle("destruction was requested"))
+    assert spin_once(executor, timeout_sec=0.25) is False
+    assert executor.calls == [0.25]
+    assert spin_once(FakeExecutor(None)) is True
+
+
+@pytest.mark.parametrize("error, where", [
+    (InvalidHandle("a callback used a destroyed publisher"), "callback"),
+    (ValueError("a callback's own bug"), "callback"),
+    (ValueError("not the race"), "_take_waitable"),
+])
+def test_spin_once_raises_every_other_error(error, where):
+    with pytest.raises(type(error)):
+        spin_once(FakeExecutor(error, where))
 
 
 def test_fast_dds_publishes_asynchronously_unless_the_user_chose():

@@ -39,6 +39,7 @@ from sensor_msgs.msg import (  # noqa: E402
 from xnet_ros import node as xnode  # noqa: E402
 from xnet_ros.conversions import encode_compressed, image_to_array  # noqa: E402
 from xnet_ros.geometry import unpack_pointcloud, unpack_rgb  # noqa: E402
+from xnet_ros.main import spin_once  # noqa: E402
 from xnet_ros.outputs import COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS  # noqa: E402
 
 DISCOVERY_S = 15.0
@@ -98,7 +99,8 @@ class Ros:
         self.nodes = []
         self.errors: list[BaseException] = []  # raised by callbacks: failed tests name them
         # held around each spin_once: a node destroyed while the executor builds its wait set
-        # raises InvalidHandle there (an rclpy race, not a callback's failure)
+        # raises InvalidHandle there (an rclpy race, not a callback's failure); an entity
+        # destroyed by a transition between wait and take is skipped by spin_once (main.py)
         self._spinning = threading.Lock()
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
@@ -109,7 +111,7 @@ class Ros:
         while self.context.ok():
             try:
                 with self._spinning:
-                    self.executor.spin_once(timeout_sec=0.1)
+                    spin_once(self.executor, timeout_sec=0.1)
             except Exception as exc:
                 if not self.context.ok():  # shutdown while spinning
                     return
