@@ -50,6 +50,12 @@ class CdrWriter:
         self.u32(len(encoded))
         self.out += encoded
 
+    def f64s(self, values: Any) -> None:
+        """Doubles (an array, or a sequence's elements after its length)."""
+        if len(values):
+            self.align(8)
+            self.out += struct.pack(f"<{len(values)}d", *values)
+
     def header(self, stamp: tuple[int, int], frame_id: str) -> None:
         self.i32(stamp[0])
         self.u32(stamp[1])
@@ -87,6 +93,32 @@ def cloud_prefix(stamp: tuple[int, int], frame_id: str, pc: Any, nbytes: int) ->
     w.u32(pc.row_step)
     w.u32(nbytes)
     return bytes(w.out)
+
+
+def camera_info(stamp: tuple[int, int], frame_id: str, fields: dict[str, Any]) -> bytes:
+    """The whole serialized sensor_msgs/CameraInfo of `fields` (as
+    `Intrinsics.to_camera_info_fields` makes them; absent fields are the message's defaults)."""
+    w = CdrWriter()
+    w.header(stamp, frame_id)
+    w.u32(fields["height"])
+    w.u32(fields["width"])
+    w.string(fields.get("distortion_model", ""))
+    w.u32(len(fields.get("d", ())))
+    w.f64s(fields.get("d", ()))
+    for name, size in (("k", 9), ("r", 9), ("p", 12)):
+        w.f64s(fields.get(name, (0.0,) * size))
+    w.u32(fields.get("binning_x", 0))
+    w.u32(fields.get("binning_y", 0))
+    for _ in range(4):  # roi: x_offset, y_offset, height, width (a full-image ROI: zeros)
+        w.u32(0)
+    w.u8(0)  # roi.do_rectify
+    return bytes(w.out)
+
+
+def frame_bytes(serialized: bytes) -> Framed:
+    """A whole serialized message held in `serialized` itself."""
+    address = np.frombuffer(serialized, np.uint8).__array_interface__["data"][0]
+    return Framed(serialized, address, len(serialized))
 
 
 def cloud_suffix(pc: Any) -> bytes:

@@ -135,6 +135,7 @@ class NodeParams:
                          "both reliable and best-effort subscribers).",
                          when=CONFIGURE, choices=QOS_CHOICES)
     publish_serialized: bool = _p(True, "Publish images and point clouds serialized in place "
+                                  "(depth/camera_info serialized whole) "
                                   "through rcl (built into buffers with room for the message "
                                   "around the data): one copy fewer than rclpy's publish, and "
                                   "the node's other threads run while the middleware sends. "

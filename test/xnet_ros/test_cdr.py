@@ -14,6 +14,7 @@ from xnet_ros.cdr import (
     HEADROOM,
     TAILROOM,
     CdrWriter,
+    camera_info,
     cloud_prefix,
     cloud_suffix,
     frame_in_place,
@@ -53,6 +54,21 @@ def test_cloud_prefix_and_suffix_are_cdr_le_by_hand():
                 + u32(16, 48) + u32(48))  # point_step, row_step, data length
     assert cloud_prefix(STAMP, FRAME, pc, 48) == expected
     assert cloud_suffix(pc) == b"\x01"
+
+
+def test_camera_info_is_cdr_le_by_hand():
+    k, r = [500.0, 0.0, 320.0, 0.0, 501.0, 240.0, 0.0, 0.0, 1.0], [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
+    p = [500.0, 0.0, 320.0, 0.0, 0.0, 501.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    fields = {"height": 480, "width": 640, "distortion_model": "plumb_bob", "d": [], "k": k,
+              "r": r, "p": p}
+    doubles = struct.pack("<30d", *k, *r, *p)
+    expected = (HEADER + u32(480, 640) + u32(10) + b"plumb_bob\0"  # stream offset 58
+                + b"\0\0" + u32(0)  # align 4; d: length 0, no elements
+                + doubles  # k, r, p from stream offset 64 (8-aligned: no padding)
+                + u32(0, 0) + u32(0, 0, 0, 0) + b"\0")  # binning, roi, do_rectify
+    assert camera_info(STAMP, FRAME, fields) == expected
+    with_d = camera_info(STAMP, FRAME, {**fields, "d": [0.5, -0.25]})
+    assert with_d[64:92] == u32(2) + struct.pack("<2d", 0.5, -0.25) + struct.pack("<d", 500.0)
 
 
 def test_writer_aligns_from_the_end_of_the_encapsulation():
