@@ -26,7 +26,7 @@ from xnet_model.memory import tune_malloc
 
 from .launch_config import DEMO_FRAME_ID
 from .loopback import apply_loopback_dds
-from .main import prefer_async_publication
+from .main import prefer_async_publication, spin_once
 
 BAG_NAME = "xnet_demo"
 PREVIEWS = ("input.png", "depth.png", "labels.png", "points.png", "preview.png")
@@ -52,7 +52,7 @@ def resolve_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
 def spin_until(executor: Any, done: Callable[[], bool], timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        executor.spin_once(timeout_sec=0.05)
+        spin_once(executor, timeout_sec=0.05)
         if done():
             return True
     return False
@@ -177,7 +177,7 @@ def _stream(executor: Any, xnet: Any, camera: Any, recorder: Any, rate: float,
     spin_until(executor, drained, max(deadline - time.monotonic(), 0.0))
     camera.t_end = time.perf_counter()
     for _ in range(20):  # let the last stats/diagnostics through
-        executor.spin_once(timeout_sec=0.01)
+        spin_once(executor, timeout_sec=0.01)
 
 
 def _summarize(result: Any, xnet: Any, camera: Any, recorder: Any, rate: float, out: Path,
