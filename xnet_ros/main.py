@@ -33,6 +33,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 SPIN_PERIOD_S = 0.1  # longest wait before the spin loop notices a signal
@@ -44,9 +45,9 @@ def spin_once(executor: Any, timeout_sec: float = SPIN_PERIOD_S) -> bool:
     """`executor.spin_once`, except that an entity destroyed between the wait and the take
     (a lifecycle transition destroying a subscription whose QoS event was ready) is skipped:
     rclpy catches `InvalidHandle` there for subscriptions, timers and services but not for
-    waitables such as event handlers (rclpy `Executor._take_waitable`, Kilted), and the
-    exception would otherwise end the spin loop and the node. False when that happened;
-    the same error raised anywhere else is raised."""
+    waitables such as QoS event handlers (`Executor._take_waitable` calls their `take_data`),
+    and the exception would otherwise end the spin loop and the node. False when that
+    happened; the same error raised anywhere else is raised."""
     try:
         executor.spin_once(timeout_sec=timeout_sec)
     except Exception as exc:
@@ -57,11 +58,14 @@ def spin_once(executor: Any, timeout_sec: float = SPIN_PERIOD_S) -> bool:
 
 
 def _destroyed_while_taken(exc: BaseException) -> bool:
+    """rclpy's InvalidHandle, raised while the executor took a waitable's data."""
     if type(exc).__name__ != "InvalidHandle":
         return False
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_name == "_take_waitable":
+        code = tb.tb_frame.f_code
+        if code.co_name == "_take_waitable" or (
+                code.co_name == "take_data" and "rclpy" in Path(code.co_filename).parts):
             return True
         tb = tb.tb_next
     return False

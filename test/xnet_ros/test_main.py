@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,6 +49,54 @@ def test_spin_once_skips_an_entity_destroyed_between_wait_and_take():
     assert spin_once(executor, timeout_sec=0.25) is False
     assert executor.calls == [0.25]
     assert spin_once(FakeExecutor(None)) is True
+
+
+@pytest.mark.ros
+def test_spin_once_survives_a_real_subscription_destroyed_between_wait_and_take(tmp_path,
+                                                                               monkeypatch):
+    """The real race, forced: a subscription's QoS event (an incompatible publisher) is ready,
+    and the subscription is destroyed just before the executor takes the event."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path))
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("xnet_spin_race", context=context)
+        sub = node.create_subscription(String, "spin_race", lambda msg: None,
+                                       QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        node.create_publisher(String, "spin_race",
+                              QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        taken = []
+
+        def destroy_then_take(handler):
+            def take_data():
+                taken.append(handler)
+                node.destroy_subscription(sub)
+                return type(handler).take_data(handler)
+            return take_data
+
+        assert sub.event_handlers, "rclpy gave the subscription no QoS event handlers"
+        for handler in sub.event_handlers:
+            handler.take_data = destroy_then_take(handler)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        results = []
+        deadline = time.monotonic() + 15.0  # discovery of the incompatible publisher
+        while not taken and time.monotonic() < deadline:
+            results.append(spin_once(executor, timeout_sec=0.1))
+        assert taken, "the incompatible-QoS event never came"
+        assert results[-1] is False and results.count(False) == 1
+        assert sub not in node.subscriptions
+        assert spin_once(executor, timeout_sec=0.05) is True  # the loop goes on
+        executor.shutdown()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 @pytest.mark.parametrize("error, where", [
