@@ -76,6 +76,9 @@ class Predictor:
             self._model_cfg = model.cfg
             # model_path keys compiled-engine caches by the saved files (ignored elsewhere)
             backend_options.setdefault("model_path", self.model_path)
+            if isinstance(cpu_streams, int) and not isinstance(cpu_streams, bool) \
+                    and cpu_streams > 1:  # a backend that splits on creation builds once
+                backend_options.setdefault("cpu_streams", cpu_streams)
             self.backend = create_backend(backend, model, device, **backend_options)
         meta = self.meta
         self.cpu_streams = self._check_cpu_streams(cpu_streams)

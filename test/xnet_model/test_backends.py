@@ -126,21 +126,29 @@ def test_predictor_keys_the_cache_by_the_saved_files(tmp_path, shared_cache):
 
 
 def test_onnxruntime_cpu_streams_run_one_session_concurrently(shared_cache):
-    """cpu_streams divides onnxruntime's intra-op threads (torch's stay), the sub-batches run
-    in the one session at the same time, and they give the outputs of one stream."""
+    """cpu_streams divides onnxruntime's intra-op threads (torch's stay) in the one session,
+    created once; the sub-batches run in it at the same time, and they give the outputs of one
+    stream."""
     import threading
+    from unittest.mock import patch
 
-    from xnet_model.runtime.onnx_backend import SPIN_WAIT_KEY
+    from xnet_model.runtime.onnx_backend import SPIN_WAIT_KEY, OnnxRuntimeBackend
 
     model = tiny_model()
     threads = torch.get_num_threads()
     images = [np.random.default_rng(i).integers(0, 255, (*SIZE, 3), dtype=np.uint8)
               for i in range(4)]
     one = Predictor(model, backend="onnxruntime").predict_batch(images)
-    two = Predictor(model, backend="onnxruntime", cpu_streams=2)
+    sessions = []
+    real_session = OnnxRuntimeBackend._session
+    with patch.object(OnnxRuntimeBackend, "_session", autospec=True,
+                      side_effect=lambda self, path: sessions.append(self.threads)
+                      or real_session(self, path)):
+        two = Predictor(model, backend="onnxruntime", cpu_streams=2)
     assert torch.get_num_threads() == threads
     share = max(1, threads // 2)
     assert two.backend.threads == share
+    assert sessions == [share]  # created once, already divided (not once whole, then again)
     options = two.backend.session.get_session_options()
     assert options.intra_op_num_threads == share
     assert options.get_session_config_entry(SPIN_WAIT_KEY) == "0"  # no idle threads burning

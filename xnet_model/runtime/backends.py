@@ -239,9 +239,9 @@ BACKENDS: dict[str, BackendFactory | str] = {
     "tensorrt": "xnet_model.runtime.tensorrt_backend:TensorRTBackend",
     "auto": "xnet_model.runtime.select:auto_backend",
 }
-# Facts about the model that Predictor passes to every backend; factories that do not take
-# them never see them.
-CONTEXT_OPTIONS = ("model_path", "input_size")
+# Facts about the model and the run that Predictor passes to every backend; factories that do
+# not take them never see them.
+CONTEXT_OPTIONS = ("model_path", "input_size", "cpu_streams")
 
 
 def backend_factory(name: str) -> BackendFactory:

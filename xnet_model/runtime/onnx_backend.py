@@ -49,10 +49,12 @@ class OnnxRuntimeBackend(Backend):
 
     device None picks the CUDA provider when onnxruntime has it and CUDA is up, else CPU.
     `threads`: intra-op threads (default: torch's, i.e. one per core or OMP_NUM_THREADS, so
-    one setting sizes both runtimes of the process). `spin_wait`: let them busy-wait for work
-    after each run (onnxruntime's own default). Off here: a node runs beside the rest of a
-    robot, and at a camera's 10 Hz spinning took ~70 ms of CPU per frame against ~25 ms
-    without, for 14 ms instead of 20 ms per forward pass (2 threads, the demo model).
+    one setting sizes both runtimes of the process). `cpu_streams` (passed by the Predictor):
+    the session is created with 1/cpu_streams of them (`split_cpu_threads`), once.
+    `spin_wait`: let them busy-wait for work after each run (onnxruntime's own default). Off
+    here: a node runs beside the rest of a robot, and at a camera's 10 Hz spinning took ~70 ms
+    of CPU per frame against ~25 ms without, for 14 ms instead of 20 ms per forward pass (2
+    threads, the demo model).
     """
 
     name = "onnxruntime"
@@ -61,7 +63,7 @@ class OnnxRuntimeBackend(Backend):
                  threads: int | None = None, cache_dir: str | Path | None = None,
                  onnx_path: str | Path | None = None, dynamic: bool = True,
                  model_path: str | Path | None = None, input_size=None,
-                 spin_wait: bool = False):
+                 spin_wait: bool = False, cpu_streams: int = 1):
         ort = _ort()
         if precision != "fp32":
             raise BackendError(f"onnxruntime backend runs fp32 only, not {precision!r}")
@@ -77,6 +79,9 @@ class OnnxRuntimeBackend(Backend):
         self.providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                           if device.type == "cuda" else ["CPUExecutionProvider"])
         self.threads, self.spin_wait, self.cache_hit = threads, bool(spin_wait), None
+        self.streams = 1  # concurrent runs the intra-op threads are divided among
+        if device.type == "cpu" and cpu_streams > 1:  # split now: one session, not two
+            self._divide_threads(cpu_streams)
         if onnx_path is not None:
             self.onnx_path = Path(onnx_path)
             self.session = self._session(self.onnx_path)
@@ -136,9 +141,14 @@ class OnnxRuntimeBackend(Backend):
         forward passes, which take the GIL between operators."""
         if self.device.type != "cpu":
             return super().split_cpu_threads(streams)
-        self.threads = max(1, (self.threads or torch.get_num_threads()) // streams)
-        self.session = self._session(self.onnx_path)
+        if streams != self.streams:  # not already divided when the session was created
+            self._divide_threads(streams)
+            self.session = self._session(self.onnx_path)
         return ""
+
+    def _divide_threads(self, streams: int) -> None:
+        self.threads = max(1, (self.threads or torch.get_num_threads()) // streams)
+        self.streams = streams
 
     def describe(self) -> str:
         provider = self.session.get_providers()[0].replace("ExecutionProvider", "")
