@@ -53,6 +53,8 @@ class Predictor:
 
     def __init__(self, model_or_path: XNet | str | Path, backend: str = "torch",
                  device=None, cpu_streams: int = 1, **backend_options):
+        if isinstance(cpu_streams, bool) or not isinstance(cpu_streams, int) or cpu_streams < 1:
+            raise CpuStreamsError(f"cpu_streams: {cpu_streams!r} must be an integer >= 1")
         self.model_path = None if not isinstance(model_or_path, (str, Path)) \
             else Path(model_or_path)
         self.artifact_dir: Path | None = None
@@ -76,12 +78,11 @@ class Predictor:
             self._model_cfg = model.cfg
             # model_path keys compiled-engine caches by the saved files (ignored elsewhere)
             backend_options.setdefault("model_path", self.model_path)
-            if isinstance(cpu_streams, int) and not isinstance(cpu_streams, bool) \
-                    and cpu_streams > 1:  # a backend that splits on creation builds once
+            if cpu_streams > 1:  # a backend that splits on creation builds once
                 backend_options.setdefault("cpu_streams", cpu_streams)
             self.backend = create_backend(backend, model, device, **backend_options)
         meta = self.meta
-        self.cpu_streams = self._check_cpu_streams(cpu_streams)
+        self.cpu_streams = self._split_cpu_threads(cpu_streams)
         self.num_classes = meta.num_classes
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         self.mean = np.asarray(meta.mean, np.float32) * 255.0
@@ -185,13 +186,11 @@ class Predictor:
                    "post_ms": (t3 - t2) * 1e3}
         return [Prediction(d, lab, dict(timings)) for d, lab in results]
 
-    def _check_cpu_streams(self, streams: int) -> int:
+    def _split_cpu_threads(self, streams: int) -> int:
         """`cpu_streams` > 1: a batch on the CPU runs as that many sub-batches at once, each on
         its share of the threads (torch's intra-op threads, or a session of onnxruntime's).
         Independent forwards keep the cores busy where one multi-threaded forward stalls at
         its barriers while other threads of the process (DDS, decoding) preempt it."""
-        if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
-            raise CpuStreamsError(f"cpu_streams: {streams!r} must be an integer >= 1")
         if streams == 1:
             return 1
         problem = self.backend.split_cpu_threads(streams)

@@ -117,8 +117,7 @@ def camera_info(stamp: tuple[int, int], frame_id: str, fields: dict[str, Any]) -
 
 def frame_bytes(serialized: bytes) -> Framed:
     """A whole serialized message held in `serialized` itself."""
-    address = np.frombuffer(serialized, np.uint8).__array_interface__["data"][0]
-    return Framed(serialized, address, len(serialized))
+    return Framed(serialized, _address(memoryview(serialized)), len(serialized))
 
 
 def cloud_suffix(pc: Any) -> bytes:
