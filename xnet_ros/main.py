@@ -10,7 +10,9 @@ feet); instead:
 * while starting (importing torch/rclpy, `rclpy.init`, building the node, and, with the
   `autostart` parameter, `node.autostart()`: configure, which loads the model, and activate)
   the first signal raises `_Interrupted`, which unwinds the start-up; the partly built node is
-  then torn down like a running one;
+  then torn down like a running one. Never inside an import, though: a C++ extension's
+  initialisation cannot unwind a Python exception (the process would abort), so the signal
+  is delivered again every 50 ms until the import has finished;
 * while running, the first signal only sets a flag: the spin loop (which waits at most 0.1 s)
   sees it and leaves;
 * teardown: lifecycle `shutdown` (the frame in progress finishes, the inference thread is
@@ -39,6 +41,8 @@ from typing import Any
 SPIN_PERIOD_S = 0.1  # longest wait before the spin loop notices a signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PUBLICATION_MODE_ENV = "RMW_FASTRTPS_PUBLICATION_MODE"
+RETRY_S = 0.05  # a signal that arrived during an import is raised this long after, if done
+_IMPORT_MODULES = ("importlib._bootstrap", "importlib._bootstrap_external")
 
 
 def spin_once(executor: Any, timeout_sec: float = SPIN_PERIOD_S) -> bool:
@@ -94,6 +98,7 @@ class _StopRequest:
         self.requested = False
         self.reason = ""
         self._interruptible = False
+        self._retries: list[threading.Timer] = []
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
@@ -104,18 +109,32 @@ class _StopRequest:
             signal.signal(sig, signal.SIG_IGN)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if not self.requested:
+            self.requested = True
+            self.reason = signal.Signals(signum).name
+        if not self._interruptible:
             return
-        self.requested = True
-        self.reason = signal.Signals(signum).name
-        if self._interruptible:
-            self._interruptible = False
-            raise _Interrupted(self.reason)
+        if _importing(frame):
+            self._deliver_again(signum)
+            return
+        self._interruptible = False
+        raise _Interrupted(self.reason)
+
+    def _deliver_again(self, signum: int) -> None:
+        """Signal the main thread again in RETRY_S: the import in progress may be running a
+        C++ module's initialisation (torch's `_c10d_init` calls back into Python, where the
+        handler runs) that cannot unwind a Python exception: std::terminate, exit -6."""
+        retry = threading.Timer(RETRY_S, signal.pthread_kill,
+                                (threading.main_thread().ident, signum))
+        retry.daemon = True
+        self._retries = [t for t in self._retries if t.is_alive()] + [retry]
+        retry.start()
 
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:
-        """A region the first signal interrupts (raises `_Interrupted` in it) instead of only
-        setting the flag; it raises at once if a stop was requested before."""
+        """A region the first signal interrupts (raises `_Interrupted` in it, but never
+        inside an import: after it) instead of only setting the flag; it raises at once if a
+        stop was requested before."""
         if self.requested:
             raise _Interrupted(self.reason)
         self._interruptible = True
@@ -123,6 +142,18 @@ class _StopRequest:
             yield
         finally:
             self._interruptible = False
+            for retry in self._retries:
+                retry.cancel()
+                retry.join()
+
+
+def _importing(frame: Any) -> bool:
+    """True when `frame` runs inside an import (a frame of importlib's bootstrap below it)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__") in _IMPORT_MODULES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _own_bug(exc: ImportError) -> bool:
