@@ -7,12 +7,15 @@ another SIGINT (then SIGTERM after 5 s), so the node must survive any number of 
 moment. rclpy's own handlers are not installed (they shut the context down under the node's
 feet); instead:
 
-* while starting (importing torch/rclpy, `rclpy.init`, building the node, and, with the
-  `autostart` parameter, `node.autostart()`: configure, which loads the model, and activate)
-  the first signal raises `_Interrupted`, which unwinds the start-up; the partly built node is
-  then torn down like a running one. Never inside an import, though: a C++ extension's
-  initialisation cannot unwind a Python exception (the process would abort), so the signal
-  is delivered again every 50 ms until the import has finished;
+* while importing rclpy, torch, timm and the node (before anything exists to clean up) the
+  first signal ends the process at once (exit code 0): nothing is raised, because the signal
+  may be handled inside a C++ extension's initialisation (torch's `_c10d_init`), which cannot
+  unwind a Python exception (std::terminate);
+* while starting (`rclpy.init`, building the node, and, with the `autostart` parameter,
+  `node.autostart()`: configure, which loads the model, and activate) the first signal raises
+  `_Interrupted`, which unwinds the start-up; the partly built node is then torn down like a
+  running one. Inside an import (a backend's, e.g. onnxruntime) it is raised once the import
+  has finished (the handler runs again every 50 ms until then);
 * while running, the first signal only sets a flag: the spin loop (which waits at most 0.1 s)
   sees it and leaves;
 * teardown: lifecycle `shutdown` (the frame in progress finishes, the inference thread is
@@ -28,13 +31,14 @@ node with 0. A Python that cannot import rclpy or the node gets an explanation o
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,7 @@ class _StopRequest:
         self.requested = False
         self.reason = ""
         self._interruptible = False
+        self._on_exit: Callable[[], None] | None = None
         self._retries: list[threading.Timer] = []
 
     def install(self) -> None:
@@ -112,6 +117,8 @@ class _StopRequest:
         if not self.requested:
             self.requested = True
             self.reason = signal.Signals(signum).name
+        if self._on_exit is not None:
+            self._exit_now()
         if not self._interruptible:
             return
         if _importing(frame):
@@ -121,14 +128,36 @@ class _StopRequest:
         raise _Interrupted(self.reason)
 
     def _deliver_again(self, signum: int) -> None:
-        """Signal the main thread again in RETRY_S: the import in progress may be running a
-        C++ module's initialisation (torch's `_c10d_init` calls back into Python, where the
-        handler runs) that cannot unwind a Python exception: std::terminate, exit -6."""
-        retry = threading.Timer(RETRY_S, signal.pthread_kill,
-                                (threading.main_thread().ident, signum))
+        """Run this handler again in RETRY_S, by Python's own delivery (no real signal: no
+        system call of the import is interrupted again). The import in progress may be in a
+        C++ module's initialisation that checks for signals or calls back into Python
+        (torch's `_c10d_init`): an exception raised there cannot unwind the C++
+        (std::terminate, exit -6)."""
+        retry = threading.Timer(RETRY_S, _thread.interrupt_main, (signum,))
         retry.daemon = True
         self._retries = [t for t in self._retries if t.is_alive()] + [retry]
         retry.start()
+
+    def _exit_now(self) -> None:
+        on_exit, self._on_exit = self._on_exit, None
+        with contextlib.suppress(Exception):
+            on_exit()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+    @contextlib.contextmanager
+    def exits_at_once(self, on_exit: Callable[[], None]) -> Iterator[None]:
+        """A region with nothing to clean up yet (imports, before `rclpy.init`) that the
+        first signal ends with the process itself: `on_exit()`, then exit code 0. Nothing
+        is raised, so no import of a C++ extension is ever unwound half-way."""
+        if self.requested:
+            raise _Interrupted(self.reason)
+        self._on_exit = on_exit
+        try:
+            yield
+        finally:
+            self._on_exit = None
 
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:
@@ -214,18 +243,22 @@ def main(args: list[str] | None = None) -> int:
     rclpy = context = node = logger = None
     code = 0
     try:
-        with stop.interruptible():
+        with stop.exits_at_once(lambda: _report_stopped(None, stop, threads_before)):
             try:
                 import rclpy
                 from rclpy.executors import SingleThreadedExecutor
 
                 from .node import XnetNode
+                from .pipeline import import_model_runtime
+
+                import_model_runtime()
             except ImportError as exc:
                 if _own_bug(exc):
                     traceback.print_exc()
                 else:
                     print(_explain_import_error(exc), file=sys.stderr)
                 return 1
+        with stop.interruptible():
             from xnet_model.memory import limit_malloc_arenas, tune_malloc
 
             tune_malloc()

@@ -194,6 +194,7 @@ class XnetNode(NodeStatus, LifecycleNode):
             return "invalid parameters: " + "; ".join(map(str, errors))
         self._cameras = p.camera_names
         path, t0 = resolve_model_path(p.model), time.perf_counter()
+        self.get_logger().info(f"loading the model from {path} (backend: {p.backend})")
         predictor = _load_predictor(path, p.backend, None if p.device == "auto" else p.device,
                                     None if p.backend == "auto" else p.precision, p.warmup,
                                     p.cpu_streams, p.batch_size)

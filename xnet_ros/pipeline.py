@@ -140,6 +140,15 @@ def auto_cpu_streams(backend: str, device: str | None, batch: int) -> int:
     return max(1, min(batch, torch.get_num_threads())) if on_cpu else 1
 
 
+def import_model_runtime() -> None:
+    """Import what loading a model imports (torch, timm, the Predictor and the model), ahead
+    of `load_predictor`: `main` does it while a signal may still end the process at once."""
+    import timm  # noqa: F401
+
+    import xnet_model.persistence
+    import xnet_model.predictor  # noqa: F401
+
+
 def load_predictor(path: Path, backend: str = "torch", device: str | None = None,
                    precision: str | None = None, warmup: bool = False,
                    cpu_streams: int = 1, batch: int = 1) -> Any:

@@ -3,6 +3,7 @@ The real signal tests with subprocesses are in test_shutdown.py."""
 
 from __future__ import annotations
 
+import operator
 import signal
 import subprocess
 import sys
@@ -184,14 +185,17 @@ def test_a_signal_during_an_import_interrupts_after_the_import(tmp_path, monkeyp
 
 
 _SIGNAL_IN_TORCH_INIT = """
-import os, signal, subprocess, sys, time
+import ctypes, functools, operator, signal, sys, threading, time
 from xnet_ros.main import _Interrupted, _StopRequest
 
-HELPER = "import os, signal, sys; sys.stdin.buffer.read(1); os.kill(os.getppid(), signal.SIGTERM)"
-helper = subprocess.Popen([sys.executable, "-c", HELPER], stdin=subprocess.PIPE)
+libc = ctypes.CDLL(None)
+mask = ctypes.create_string_buffer(128)  # a sigset_t holding SIGTERM
+libc.sigemptyset(mask)
+libc.sigaddset(mask, signal.SIGTERM)
+SIG_BLOCK, SIG_UNBLOCK = 0, 1
 
 
-class SignalDuringC10dInit:  # another process signals us while torch's C++ runs
+class SignalDuringC10dInit:
     def find_spec(self, name, path=None, target=None):
         if name == "torch.distributed":
             import torch._C as C
@@ -200,10 +204,11 @@ class SignalDuringC10dInit:  # another process signals us while torch's C++ runs
                 sys.exit(0)
             init = C._c10d_init
 
-            def signalled_init():
-                helper.stdin.write(b"x")
-                helper.stdin.flush()
-                return init()
+            def signalled_init():  # SIGTERM pending, then unblocked and init() run from C
+                libc.pthread_sigmask(SIG_BLOCK, mask, None)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+                unblock = functools.partial(libc.pthread_sigmask, SIG_UNBLOCK, mask, None)
+                return list(map(operator.call, [unblock, init]))[1]  # no bytecode between
 
             C._c10d_init = signalled_init
 
@@ -211,28 +216,56 @@ class SignalDuringC10dInit:  # another process signals us while torch's C++ runs
 sys.meta_path.insert(0, SignalDuringC10dInit())
 stop = _StopRequest()
 stop.install()
+region = (stop.interruptible() if sys.argv[1] == "interruptible" else
+          stop.exits_at_once(lambda: print("exit", stop.reason, flush=True)))
 try:
-    with stop.interruptible():
+    with region:
         import torch  # noqa: F401
-        print("imported")
-        time.sleep(10)
+        print("imported", flush=True)
+        for _ in range(500):
+            time.sleep(0.01)
 except _Interrupted:
     print("interrupted", stop.reason)
 """
 
 
 @pytest.mark.slow
-def test_a_signal_inside_torchs_module_initialisation_does_not_abort():
-    """CI's failure, reproduced: a SIGTERM handled inside `torch._C._c10d_init` (C++, called
-    while `import torch` imports torch.distributed); raising there aborted the process
-    (std::terminate, exit -6). Now torch is imported, then the start-up is interrupted."""
+@pytest.mark.parametrize("region, printed", [
+    ("interruptible", ["imported", "interrupted", "SIGTERM"]),  # a backend's import
+    ("exits_at_once", ["exit", "SIGTERM"]),  # main()'s imports
+])
+def test_a_signal_inside_torchs_module_initialisation_does_not_abort(region, printed):
+    """CI's failure, reproduced: SIGTERM handled inside `torch._C._c10d_init` (C++, run
+    while `import torch` imports torch.distributed; it calls back into importlib's Python,
+    where the handler runs). Raising there aborted the process (std::terminate, exit -6)."""
     pytest.importorskip("torch")
-    proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_TORCH_INIT], capture_output=True,
-                          text=True, timeout=120)
+    if not hasattr(operator, "call"):
+        pytest.skip("operator.call needs Python 3.11")
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_TORCH_INIT, region],
+                          capture_output=True, text=True, timeout=120)
     if "no _c10d_init" in proc.stdout:
         pytest.skip("this torch has no torch._C._c10d_init to signal inside")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["imported", "interrupted", "SIGTERM"], proc.stderr[-3000:]
+    assert proc.stdout.split() == printed, proc.stderr[-3000:]
+
+
+_EXIT_AT_ONCE = """
+import os, signal, sys
+from xnet_ros.main import _StopRequest
+
+stop = _StopRequest()
+stop.install()
+with stop.exits_at_once(lambda: print("stopped", stop.reason)):
+    os.kill(os.getpid(), signal.SIGINT)
+    print("after the signal")
+print("after the region")
+"""
+
+
+def test_a_signal_before_anything_exists_ends_the_process_at_once():
+    proc = subprocess.run([sys.executable, "-c", _EXIT_AT_ONCE], capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "stopped SIGINT\n", "")
 
 
 _BLOCK_RCLPY = """
