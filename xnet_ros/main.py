@@ -45,7 +45,7 @@ from typing import Any
 SPIN_PERIOD_S = 0.1  # longest wait before the spin loop notices a signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PUBLICATION_MODE_ENV = "RMW_FASTRTPS_PUBLICATION_MODE"
-RETRY_S = 0.05  # a signal that arrived during an import is raised this long after, if done
+RETRY_S = 0.05  # how often a signal held back by an import is handled again
 _IMPORT_MODULES = ("importlib._bootstrap", "importlib._bootstrap_external")
 
 
