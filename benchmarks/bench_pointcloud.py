@@ -8,7 +8,9 @@ ros2/common_interfaces (one pure-Python file; not installable here): then the no
 (`geometry.depth_to_cloud` + `ros_messages.pointcloud_msg`) is timed side by side, interleaved,
 with the same points built the sensor_msgs_py way (numpy back-projection into a structured
 array + ``create_cloud``), both including the PointCloud2 message, after checking that both
-hold the same bytes. Without the file those rows are skipped.
+hold the same bytes. Without the file those rows are skipped. Rows marked "numpy kernels" run
+with the native post-processing kernels off (`xnet_ros.native.disabled()`): the fallback
+the node uses where `libxnet_ros_postprocess.so` is not built.
 
 With glibc defaults the multi-MB per-frame buffers are returned to the OS (heap trimming) and
 faulted in again every frame; on a small VM that costs more than the packing itself.
@@ -27,6 +29,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from xnet_ros import native
 from xnet_ros.conversions import array_to_image_fields, image_to_array, to_rgb
 from xnet_ros.geometry import Intrinsics, backproject, depth_to_cloud, pack_pointcloud
 from xnet_ros.outputs import tune_malloc
@@ -107,6 +110,14 @@ def interleaved(cases: list[tuple[str, Callable[[], object]]], repeats: int) -> 
              "p90_ms": float(np.percentile(s, 90))} for name, s in samples.items()]
 
 
+def on_numpy(fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` with the native kernels off: the numpy path they replace (the fallback)."""
+    def run() -> object:
+        with native.disabled():
+            return fn()
+    return run
+
+
 def cloud_vs_sensor_msgs_py(pc2, repeats: int) -> list[dict]:
     """Ours vs the sensor_msgs_py path, 640x480 organized xyz + rgb + label with the message."""
     from std_msgs.msg import Header
@@ -153,6 +164,7 @@ def cloud_vs_sensor_msgs_py(pc2, repeats: int) -> list[dict]:
         (f"cloud+msg ours {size}", ours),
         (f"cloud+msg ours, reused buffer (node) {size}", ours_pooled),
         (f"cloud serialized in place, ours (node default) {size}", ours_in_place),
+        (f"cloud serialized in place, ours, numpy kernels {size}", on_numpy(ours_in_place)),
         (f"cloud+msg sensor_msgs_py structured {size}",
          lambda: structured_cloud(pc2, header, depth, rgb, labels, intr)),
     ], repeats)
@@ -200,6 +212,8 @@ def node_outputs(repeats: int) -> list[dict]:
 
         cases.append((f"node outputs + messages, stride 2, {width}x{height}", frame))
         cases.append((f"node outputs serialized in place, stride 2, {width}x{height}", framed))
+        cases.append((f"node outputs serialized in place, numpy kernels, stride 2, "
+                      f"{width}x{height}", on_numpy(framed)))
     return interleaved(cases, repeats)
 
 
@@ -248,6 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tune_malloc:
         print(f"glibc malloc tuned: {tune_malloc()}")
+    print(f"post-processing: {native.status()}")
     rows = run(sensor_msgs_py=args.sensor_msgs_py)
     width = max(len(row["name"]) for row in rows)
     print(f"{'case':<{width}}  median_ms  p90_ms  vs sensor_msgs_py")

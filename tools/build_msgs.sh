@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the package (its interfaces in msg/) with plain cmake against the ROS 2 PyPI wheels in
-# .venv: configure + build + install into build/ and install/ (no colcon, no system ROS).
+# Build the package (its interfaces in msg/, the native post-processing kernels in src/) with
+# plain cmake against the ROS 2 PyPI wheels in .venv: configure + build + install into build/
+# and install/ (no colcon, no system ROS).
 # Does nothing when the inputs are unchanged since the last successful build (hash stamp).
 # Users with a ROS 2 distro build the package the normal way instead: `colcon build`.
 #
@@ -29,7 +30,7 @@ fi
 # --- everything the build and install depend on ---
 hash_inputs() {
   local f
-  for f in msg/*.msg CMakeLists.txt package.xml resource/entry_points.txt tools/build_msgs.sh \
+  for f in msg/*.msg src/*.c CMakeLists.txt package.xml resource/entry_points.txt tools/build_msgs.sh \
            tools/pypi_ros_fixes.cmake \
            scripts/xnet_node .venv/.lock.sha256 $(find launch config -type f ! -name '*.pyc' \
            2>/dev/null | LC_ALL=C sort); do
@@ -41,8 +42,9 @@ hash_inputs() {
 want=$(hash_inputs | sha256sum | cut -d' ' -f1)
 pyver=$("$PY" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')
 probe=$INSTALL/lib/$pyver/site-packages/xnet_ros/msg/_inference_stats.py
+native=$INSTALL/lib/libxnet_ros_postprocess.so
 
-if [[ -z ${XNET_MSGS_FORCE:-} && -f $STAMP && "$(cat "$STAMP")" == "$want" && -f $probe ]]; then
+if [[ -z ${XNET_MSGS_FORCE:-} && -f $STAMP && "$(cat "$STAMP")" == "$want" && -f $probe && -f $native ]]; then
   echo "msgs: up to date (install/)"
   exit 0
 fi
@@ -98,10 +100,12 @@ if ! cmake --install "$BUILD" >>"$log" 2>&1; then
   echo "msgs: install failed (log: $log)" >&2
   exit 1
 fi
-if [[ ! -f $probe ]]; then
-  echo "msgs: build finished but $probe is missing (log: $log)" >&2
-  exit 1
-fi
+for f in "$probe" "$native"; do
+  if [[ ! -f $f ]]; then
+    echo "msgs: build finished but $f is missing (log: $log)" >&2
+    exit 1
+  fi
+done
 echo "$want" > "$STAMP"
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 echo "msgs: built in $((ms / 1000)).$(( (ms % 1000) / 100 )) s -> install/ (log: build/xnet_msgs.log)"

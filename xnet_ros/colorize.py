@@ -7,13 +7,19 @@ import numpy as np
 
 from xnet_model.palette import MAX_CLASSES, default_palette
 
-__all__ = ["MAX_CLASSES", "colorize_depth", "colorize_labels", "default_palette"]
+__all__ = ["MAX_CLASSES", "colorize_depth", "colorize_labels", "default_palette", "palette_table"]
+
+
+def palette_table(palette: np.ndarray) -> np.ndarray:
+    """The palette checked ((K, 3) uint8) and C-contiguous."""
+    if palette.ndim != 2 or palette.shape[1] != 3 or palette.dtype != np.uint8:
+        raise ValueError(f"palette must be (K, 3) uint8, got {palette.dtype} {palette.shape}")
+    return np.ascontiguousarray(palette)
 
 
 def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """(H, W) integer class ids -> (H, W, 3) uint8 RGB; ids outside the palette are black."""
-    if palette.ndim != 2 or palette.shape[1] != 3 or palette.dtype != np.uint8:
-        raise ValueError(f"palette must be (K, 3) uint8, got {palette.dtype} {palette.shape}")
+    palette = palette_table(palette)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     num_classes = palette.shape[0]

@@ -16,6 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import native
+
 # sensor_msgs/PointField datatype constants.
 INT8 = 1
 UINT8 = 2
@@ -116,10 +118,7 @@ def backproject(depth: np.ndarray, intr: Intrinsics, stride: int = 1) -> np.ndar
         raise ValueError(f"depth must be floating-point metres, got {depth.dtype}")
     depth = depth[::stride, ::stride]
     valid = (depth > 0) & (depth < np.inf)  # NaN compares False
-    u = np.arange(0, intr.width, stride, dtype=np.float32)
-    v = np.arange(0, intr.height, stride, dtype=np.float32)
-    x_per_z = (u - np.float32(intr.cx)) / np.float32(intr.fx)
-    y_per_z = (v - np.float32(intr.cy)) / np.float32(intr.fy)
+    x_per_z, y_per_z = pixel_rays(intr, stride)
     points = np.empty(depth.shape + (3,), dtype=np.float32)
     z = points[..., 2]
     np.copyto(z, depth, casting="same_kind")
@@ -267,6 +266,11 @@ def depth_to_cloud(
             raise ValueError(f"labels must have shape {depth.shape}, got {labels.shape}")
         _check_labels(labels)
     fields, point_step = cloud_layout(rgb is not None, labels is not None)
+    if max_range is not None:
+        max_range = np.float32(max_range)  # what numpy compares float32 z with
+    if native.available():
+        return _native_cloud(depth, intr, rgb, labels, stride, organized, max_range,
+                             new_buffer or _new_array, fields, point_step)
     z = np.array(depth[::stride, ::stride], dtype=np.float32)  # contiguous
     height, width = z.shape
     valid = (z > 0) & (z < np.inf)  # NaN compares False
@@ -275,10 +279,8 @@ def depth_to_cloud(
     all_valid = bool(valid.all())
     if not all_valid:
         np.copyto(z, np.float32(np.nan), where=~valid)
-    u = np.arange(0, intr.width, stride, dtype=np.float32)
-    v = np.arange(0, intr.height, stride, dtype=np.float32)
-    planes = [z * ((u - np.float32(intr.cx)) / np.float32(intr.fx))[None, :],
-              z * ((v - np.float32(intr.cy)) / np.float32(intr.fy))[:, None], z]
+    x_per_z, y_per_z = pixel_rays(intr, stride)
+    planes = [z * x_per_z[None, :], z * y_per_z[:, None], z]
     if rgb is not None:
         planes.append(rgb_words(rgb, stride).view(np.float32))
     if labels is not None:  # uint16 + 2 zero bytes
@@ -301,6 +303,47 @@ def depth_to_cloud(
     return PointCloudData(height=height, width=width, fields=fields, point_step=point_step,
                           row_step=point_step * width, is_dense=all_valid or not organized,
                           data=data)
+
+
+def pixel_rays(intr: Intrinsics, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """float32 x/z of every stride-th column and y/z of every stride-th row."""
+    u = np.arange(0, intr.width, stride, dtype=np.float32)
+    v = np.arange(0, intr.height, stride, dtype=np.float32)
+    return ((u - np.float32(intr.cx)) / np.float32(intr.fx),
+            (v - np.float32(intr.cy)) / np.float32(intr.fy))
+
+
+def _native_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None,
+                  labels: np.ndarray | None, stride: int, organized: bool,
+                  max_range: np.float32 | None, new_buffer: Callable[[int], Any],
+                  fields: list, point_step: int) -> PointCloudData:
+    """`depth_to_cloud` in one pass of `native.cloud` (the same bytes): each point written
+    once into the message buffer; a dense cloud counts its valid points first."""
+    depth = _items_contiguous(depth, np.float32)
+    if rgb is not None:
+        rgb = rgb if rgb.strides[1:] == (3, 1) else np.ascontiguousarray(rgb)
+    if labels is not None:
+        labels = _items_contiguous(labels, labels.dtype if labels.dtype in (np.uint8, np.uint16)
+                                   else np.uint16)  # others were range-checked
+    x_per_z, y_per_z = pixel_rays(intr, stride)
+    height, width = len(y_per_z), len(x_per_z)
+    count = height * width
+    dense = False
+    if not organized:
+        valid = native.cloud_count(depth, stride, max_range)
+        dense = valid < count
+        height, width, count = (1, valid, valid) if dense else (height, width, count)
+    data = new_buffer(count * point_step)
+    valid = native.cloud(depth, stride, x_per_z, y_per_z, max_range, rgb, labels, dense, data)
+    return PointCloudData(height=height, width=width, fields=fields, point_step=point_step,
+                          row_step=point_step * width, is_dense=valid == count, data=data)
+
+
+def _items_contiguous(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    """`arr` as `dtype` with adjacent items in each row (rows may keep any stride)."""
+    if arr.dtype != dtype:
+        return arr.astype(dtype)
+    return arr if arr.strides[-1] == arr.itemsize else np.ascontiguousarray(arr)
 
 
 def rgb_words(rgb: np.ndarray, stride: int = 1) -> np.ndarray:

@@ -38,6 +38,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from . import native
 from .cameras import camera_topic
 from .diagnostics import frame_error_message
 from .node_status import NodeStatus
@@ -217,6 +218,8 @@ class XnetNode(NodeStatus, LifecycleNode):
             f"{f', {meta.num_classes} classes' if meta.num_classes else ''})")
         if advice := lanes_advice(predictor):
             self.get_logger().info(advice)
+        log = self.get_logger()
+        (log.warning if native.missing() else log.info)(f"post-processing: {native.status()}")
         for name, replacement in DEPRECATED_QOS.items():
             if getattr(p, name) != getattr(NodeParams(), name):
                 self.get_logger().warning(f"{name} is deprecated and will be removed; use the "

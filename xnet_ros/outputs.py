@@ -33,8 +33,9 @@ import numpy as np
 
 from xnet_model.memory import tune_malloc
 
+from . import native
 from .cdr import HEADROOM, TAILROOM
-from .colorize import colorize_labels, default_palette
+from .colorize import colorize_labels, default_palette, palette_table
 from .geometry import Intrinsics, PointCloudData, depth_to_cloud
 from .params import ALL_OUTPUTS, COLOR, DEPTH, DEPTH_INFO, LABELS, POINTS
 from .params import POINTS_RESOLUTION_CHOICES as POINTS_RESOLUTIONS
@@ -239,6 +240,23 @@ def _nearest_into(src: np.ndarray, steps: tuple, dst: np.ndarray) -> None:
             mode="clip")
 
 
+def _labels_into(src: np.ndarray, steps: tuple, labels_out: np.ndarray | None,
+                 palette: np.ndarray | None, color_out: np.ndarray | None) -> None:
+    """Labels resized through `steps` (nearest) into labels_out and their colours into
+    color_out (either may be None): one native pass for both, else numpy (colours looked up
+    at the source's resolution, then resized the same way)."""
+    if labels_out is None and color_out is None:
+        return
+    if native.available():
+        lut = None if palette is None else palette_table(palette)
+        native.nearest_labels(src, *nearest_maps(src.shape, steps), labels_out, lut, color_out)
+        return
+    if labels_out is not None:
+        _nearest_into(src, steps, labels_out)
+    if color_out is not None:
+        _nearest_into(colorize_labels(src, palette), steps, color_out)
+
+
 def _linear_into(src: np.ndarray, steps: tuple, dst: np.ndarray) -> None:
     """cv2 INTER_LINEAR resizes through `steps` (the Predictor's, then the output size), the
     last one straight into dst."""
@@ -308,7 +326,7 @@ def build_outputs(rgb: np.ndarray, depth: Any, labels: Any, intrinsics: Intrinsi
     if labels is not None:
         labels = np.asarray(labels)
         labels = labels.astype(label_dtype(labels, opts.num_classes), copy=False)
-        steps = resize_steps(labels.shape, frame, size)
+        color = palette = None
         if LABELS in wanted or (points and not from_network):
             if LABELS in wanted:
                 labels_full, data = lend.view((LABELS,), size, labels.dtype)
@@ -316,13 +334,13 @@ def build_outputs(rgb: np.ndarray, depth: Any, labels: Any, intrinsics: Intrinsi
                 out.fields[LABELS] = _image_fields(data, size, encoding, labels.itemsize)
             else:
                 labels_full = _scratch("labels", size, labels.dtype)
-            _nearest_into(labels, steps, labels_full)
         if COLOR in wanted:
             palette = opts.palette if opts.palette is not None else default_palette(
                 max(opts.num_classes, int(labels.max()) + 1))
             color, data = lend.view((COLOR,), (*size, 3), np.uint8)
-            _nearest_into(colorize_labels(labels, palette), steps, color)
             out.fields[COLOR] = _image_fields(data, size, "rgb8", 3)
+        _labels_into(labels, resize_steps(labels.shape, frame, size), labels_full, palette,
+                     color)
     if points:
         if from_network:
             out.fields[POINTS] = _network_points(rgb, depth, labels, intrinsics, opts, lend)

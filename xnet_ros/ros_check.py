@@ -283,4 +283,15 @@ def doctor_checks() -> list[dict]:
     rows.append(_try_import("rclpy", _rclpy))
     rows.append(_try_import("ROS messages", _message("sensor_msgs.msg", "Image")))
     rows.append(_try_import("xnet_ros messages", _message("xnet_ros.msg", "InferenceStats")))
+    rows.append(_native_row())
     return rows
+
+
+def _native_row() -> dict:
+    """The post-processing kernels: built and found, off on purpose, or missing (numpy)."""
+    from . import native
+
+    missing = native.missing()
+    return _row("post-processing kernels", not missing, native.status(),
+                "the node runs, with slower numpy post-processing: build the package (colcon "
+                "build, or make msgs in this checkout) and source its setup" if missing else "")

@@ -257,7 +257,7 @@ def test_dense_with_no_valid_points_is_empty() -> None:
     (2, True, 5.0, True, None),
 ])
 def test_depth_to_cloud_equals_backproject_then_pack(stride, organized, max_range, with_rgb,
-                                                     label_dtype) -> None:
+                                                     label_dtype, kernels) -> None:
     """The one-pass cloud is byte for byte the two-step one (NaN bits included)."""
     rng = np.random.default_rng(stride)
     depth = rng.uniform(0.3, 9.0, (31, 45)).astype(np.float32)
@@ -280,7 +280,7 @@ def test_depth_to_cloud_equals_backproject_then_pack(stride, organized, max_rang
         assert getattr(cloud, f) == getattr(ref, f), f
 
 
-def test_depth_to_cloud_hand_computed_and_bad_inputs() -> None:
+def test_depth_to_cloud_hand_computed_and_bad_inputs(kernels) -> None:
     intr = Intrinsics(fx=2.0, fy=4.0, cx=1.0, cy=0.5, width=3, height=2)
     depth = np.array([[1.0, 2.0, 4.0], [0.5, 8.0, 3.0]], np.float32)
     rgb = np.zeros((2, 3, 3), np.uint8)

@@ -109,7 +109,7 @@ CASES = [  # (network size, image size, output size, stride, organized, max rang
 @pytest.mark.parametrize("headroom", [False, True], ids=["buffers", "buffers-with-room"])
 @pytest.mark.parametrize("src, size, out_size, stride, organized, max_range", CASES)
 def test_every_output_is_byte_identical_to_the_previous_algorithm(
-        src, size, out_size, stride, organized, max_range, headroom):
+        src, size, out_size, stride, organized, max_range, headroom, kernels):
     rgb, depth, labels, intr = frame(src, size)
     opts = OutputOptions(output_size=out_size, min_depth=0.5, points_stride=stride,
                          points_organized=organized, points_max_range=max_range,
@@ -130,7 +130,7 @@ def test_every_output_is_byte_identical_to_the_previous_algorithm(
     assert out.fields[DEPTH_INFO] == intr.scaled(ow, oh).to_camera_info_fields()
 
 
-def test_uint16_labels_with_many_classes_and_the_default_palette():
+def test_uint16_labels_with_many_classes_and_the_default_palette(kernels):
     """300 classes: int32 network labels become uint16 (mono16), as the Predictor made them;
     the cloud's label holds the uint16 and two zero bytes."""
     rgb, depth, labels, intr = frame((60, 80), (240, 320), classes=300, label_dtype=np.int32)
@@ -147,7 +147,7 @@ def test_uint16_labels_with_many_classes_and_the_default_palette():
     assert bytes(out.fields[POINTS].data) == ref[POINTS][2]
 
 
-def test_min_depth_mask_is_applied_when_the_source_touches_it():
+def test_min_depth_mask_is_applied_when_the_source_touches_it(kernels):
     """The masking pass is skipped only when every (finite) source value is above min_depth;
     otherwise every output value not above it, or NaN, is NaN."""
     rgb = np.zeros((8, 8, 3), np.uint8)
@@ -172,7 +172,7 @@ def test_min_depth_mask_is_applied_when_the_source_touches_it():
     assert out[0, 0] == 3.0 and np.isnan(out.reshape(-1)[1:]).all()
 
 
-def test_only_wanted_outputs_are_built():
+def test_only_wanted_outputs_are_built(kernels):
     rgb, depth, labels, intr = frame((120, 160), (480, 640))
     opts = OutputOptions(min_depth=0.5, points_stride=2, palette=PALETTE, num_classes=10)
     ref = reference_outputs(rgb, depth, labels, intr, opts)
@@ -186,7 +186,7 @@ def test_only_wanted_outputs_are_built():
     assert set(no_intrinsics.fields) == {DEPTH, LABELS, COLOR}
 
 
-def test_points_from_the_network_resolution():
+def test_points_from_the_network_resolution(kernels):
     """points_resolution 'network': the cloud is the network's grid, intrinsics scaled to it,
     z the network's depth itself (NaN at or below min_depth), colours the image resized to it
     with cv2 (as the network's input), labels the network's."""

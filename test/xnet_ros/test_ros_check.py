@@ -225,7 +225,8 @@ def test_doctor_rows_all_ok_in_the_project_environment():
         pytest.skip("the ROS environment is not sourced (source tools/ros_env.sh)")
     rows = doctor_checks()
     assert [r["name"] for r in rows] == ["Python ABI", "ROS environment", "rclpy",
-                                         "ROS messages", "xnet_ros messages"]
+                                         "ROS messages", "xnet_ros messages",
+                                         "post-processing kernels"]
     assert all(r["ok"] for r in rows), rows
     assert all(r["reason"] == "" for r in rows)
     tag = sys.implementation.cache_tag

@@ -1,0 +1,150 @@
+/* Per-pixel post-processing kernels of the node's camera-rate hot path (issue 11), loaded with
+ * ctypes by xnet_ros/native.py. Plain C (no Python API: one build serves every CPython), each a
+ * single pass that writes every output byte once, straight into the message buffer.
+ *
+ * They reproduce the numpy reference in xnet_ros/geometry.py and xnet_ros/outputs.py bit for
+ * bit (test/xnet_ros/test_native.py): IEEE float32 arithmetic in the same order, so the build
+ * must not contract or reorder it (-ffp-contract=off, no -ffast-math; see CMakeLists.txt).
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define XNET_API __attribute__((visibility("default")))
+
+/* numpy's np.float32(np.nan): every invalid point's x, y and z */
+static const uint32_t QUIET_NAN_BITS = 0x7fc00000u;
+
+XNET_API int xnet_postprocess_version(void) { return 1; }
+
+static inline int valid_depth(float z, int has_max, float max_range) {
+  return z > 0.0f && z < INFINITY && (!has_max || z <= max_range);
+}
+
+static inline uint32_t label_at(const uint8_t *row, ptrdiff_t col, int label_bytes) {
+  if (label_bytes == 1) return row[col];
+  uint16_t value;
+  memcpy(&value, row + 2 * col, 2);
+  return value;
+}
+
+/* Valid points (z > 0, finite, <= max_range when has_max) among every stride-th pixel. */
+XNET_API int64_t xnet_cloud_count(const uint8_t *depth, ptrdiff_t depth_row, int64_t rows,
+                                  int64_t cols, int64_t stride, int has_max, float max_range) {
+  int64_t valid = 0;
+  for (int64_t i = 0; i < rows; i++) {
+    const float *z = (const float *)(depth + i * stride * depth_row);
+    for (int64_t j = 0; j < cols; j++) valid += valid_depth(z[j * stride], has_max, max_range);
+  }
+  return valid;
+}
+
+/* One row of points; the flags are compile-time constants in each caller below, so every
+ * combination gets its own branch-free loop. Invalid z becomes NaN before the products, as in
+ * numpy (x and y inherit it the same way). */
+static inline __attribute__((always_inline)) uint8_t *cloud_row(
+    const float *z_row, int64_t cols, int64_t stride, const float *col_factor, float fy,
+    int has_max, float max_range, const uint8_t *rgb_row, int has_rgb, const uint8_t *label_row,
+    int label_bytes, int dense, uint8_t *p, const uint8_t *end, int64_t *valid) {
+  float nan;
+  memcpy(&nan, &QUIET_NAN_BITS, 4);
+  for (int64_t j = 0; j < cols; j++) {
+    float z = z_row[j * stride];
+    const int ok = valid_depth(z, has_max, max_range);
+    *valid += ok;
+    if (dense && (!ok || p + 12 + 4 * has_rgb + (label_bytes ? 4 : 0) > end)) continue;
+    z = ok ? z : nan;
+    const float xyz[3] = {z * col_factor[j], z * fy, z};
+    memcpy(p, xyz, 12);
+    p += 12;
+    if (has_rgb) {
+      const uint8_t *px = rgb_row + 3 * j * stride;
+      const uint32_t word = (uint32_t)px[0] << 16 | (uint32_t)px[1] << 8 | px[2];
+      memcpy(p, &word, 4);
+      p += 4;
+    }
+    if (label_bytes) {
+      const uint32_t label = label_at(label_row, j * stride, label_bytes);
+      memcpy(p, &label, 4);
+      p += 4;
+    }
+  }
+  return p;
+}
+
+#define CLOUD_ROWS(HAS_RGB, LABEL_BYTES, DENSE)                                                  \
+  for (int64_t i = 0; i < rows; i++) {                                                          \
+    p = cloud_row((const float *)(depth + i * stride * depth_row), cols, stride, col_factor,    \
+                  row_factor[i], has_max, max_range, rgb ? rgb + i * stride * rgb_row : NULL,   \
+                  HAS_RGB, labels ? labels + i * stride * labels_row : NULL, LABEL_BYTES, DENSE, \
+                  p, end, &valid);                                                              \
+  }
+
+/* Back-projects every stride-th pixel into 12/16/20-byte points: x = z * col_factor[j],
+ * y = z * row_factor[i], z (NaN where z is invalid), then 0x00RRGGBB of the pixel when rgb is
+ * given, then its label as uint32 when labels is given. rows/cols count the strided grid;
+ * col_factor/row_factor are float32 (u - cx) / fx and (v - cy) / fy of its pixels.
+ * dense = 0: every point, row-major (an organized cloud); dense = 1: valid points only, in the
+ * same order. Returns the number of valid points; writes nothing past out + capacity (bytes):
+ * -1 for an organized cloud that does not fit, a dense one writes the points that fit. */
+XNET_API int64_t xnet_cloud(const uint8_t *depth, ptrdiff_t depth_row, int64_t rows, int64_t cols,
+                            int64_t stride, const float *col_factor, const float *row_factor,
+                            int has_max, float max_range, const uint8_t *rgb, ptrdiff_t rgb_row,
+                            const uint8_t *labels, ptrdiff_t labels_row, int label_bytes,
+                            int dense, uint8_t *out, int64_t capacity) {
+  int64_t valid = 0;
+  uint8_t *p = out;
+  const uint8_t *end = out + capacity;
+  const int has_rgb = rgb != NULL;
+  if (!labels) label_bytes = 0;
+  if (!dense && rows * cols * (12 + 4 * has_rgb + (label_bytes ? 4 : 0)) > capacity) return -1;
+  if (dense) {
+    CLOUD_ROWS(has_rgb, label_bytes, 1)
+  } else if (has_rgb && label_bytes == 1) {
+    CLOUD_ROWS(1, 1, 0)
+  } else if (has_rgb && label_bytes == 2) {
+    CLOUD_ROWS(1, 2, 0)
+  } else if (has_rgb) {
+    CLOUD_ROWS(1, 0, 0)
+  } else {
+    CLOUD_ROWS(0, label_bytes, 0)
+  }
+  return valid;
+}
+
+/* Nearest-neighbour resize of a label map through index maps (output pixel (i, j) takes source
+ * (rows[i], cols[j])), into labels_out (same label type; may be NULL) and its colours into
+ * color_out (RGB, lut[label], black for labels >= lut_size; may be NULL). Output rows that
+ * repeat their predecessor's source row are copied. */
+XNET_API void xnet_nearest_labels(const uint8_t *src, ptrdiff_t src_row, int label_bytes,
+                                  const int64_t *rows, int64_t out_rows, const int64_t *cols,
+                                  int64_t out_cols, uint8_t *labels_out, const uint8_t *lut,
+                                  int64_t lut_size, uint8_t *color_out) {
+  const size_t label_row_bytes = (size_t)out_cols * label_bytes, color_row_bytes = out_cols * 3;
+  for (int64_t i = 0; i < out_rows; i++) {
+    uint8_t *l_out = labels_out ? labels_out + i * label_row_bytes : NULL;
+    uint8_t *c_out = color_out ? color_out + i * color_row_bytes : NULL;
+    if (i > 0 && rows[i] == rows[i - 1]) {
+      if (l_out) memcpy(l_out, l_out - label_row_bytes, label_row_bytes);
+      if (c_out) memcpy(c_out, c_out - color_row_bytes, color_row_bytes);
+      continue;
+    }
+    const uint8_t *s = src + rows[i] * src_row;
+    for (int64_t j = 0; j < out_cols; j++) {
+      const uint32_t label = label_at(s, cols[j], label_bytes);
+      if (l_out) {
+        if (label_bytes == 1) {
+          l_out[j] = (uint8_t)label;
+        } else {
+          const uint16_t value = (uint16_t)label;
+          memcpy(l_out + 2 * j, &value, 2);
+        }
+      }
+      if (c_out) {
+        static const uint8_t black[3] = {0, 0, 0};
+        memcpy(c_out + 3 * j, (int64_t)label < lut_size ? lut + 3 * label : black, 3);
+      }
+    }
+  }
+}
