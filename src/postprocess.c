@@ -16,7 +16,15 @@
 /* numpy's np.float32(np.nan): every invalid point's x, y and z */
 static const uint32_t QUIET_NAN_BITS = 0x7fc00000u;
 
-XNET_API int xnet_postprocess_version(void) { return 1; }
+XNET_API int xnet_postprocess_version(void) { return 3; }  /* bump with every signature change */
+
+/* 1 when every one of the n values is finite and above threshold (compared as doubles, as
+ * numpy's float(min) > threshold), else 0; 0 for n = 0. Branch-free, so it vectorizes. */
+XNET_API int xnet_all_above(const float *values, int64_t n, double threshold) {
+  int ok = n > 0;
+  for (int64_t k = 0; k < n; k++) ok &= ((double)values[k] > threshold) & (values[k] < INFINITY);
+  return ok;
+}
 
 static inline int valid_depth(float z, int has_max, float max_range) {
   return z > 0.0f && z < INFINITY && (!has_max || z <= max_range);
@@ -113,14 +121,57 @@ XNET_API int64_t xnet_cloud(const uint8_t *depth, ptrdiff_t depth_row, int64_t r
   return valid;
 }
 
-/* Nearest-neighbour resize of a label map through index maps (output pixel (i, j) takes source
- * (rows[i], cols[j])), into labels_out (same label type; may be NULL) and its colours into
- * color_out (RGB, lut[label], black for labels >= lut_size; may be NULL). Output rows that
- * repeat their predecessor's source row are copied. */
-XNET_API void xnet_nearest_labels(const uint8_t *src, ptrdiff_t src_row, int label_bytes,
-                                  const int64_t *rows, int64_t out_rows, const int64_t *cols,
-                                  int64_t out_cols, uint8_t *labels_out, const uint8_t *lut,
-                                  int64_t lut_size, uint8_t *color_out) {
+/* One output row of xnet_nearest_labels; label_bytes is a compile-time constant in each caller.
+ * table: colour words 0x00BBGGRR (bytes R, G, B, 0) of every label below table_size; each
+ * pixel stores 4 bytes (the next pixel overwrites the fourth), the last one 3. */
+static inline __attribute__((always_inline)) void nearest_label_row(
+    const uint8_t *s, const int64_t *cols, int64_t out_cols, int label_bytes, uint8_t *l_out,
+    const uint32_t *table, int64_t table_size, uint8_t *c_out) {
+  for (int64_t j = 0; j < out_cols; j++) {
+    const uint32_t label = label_at(s, cols[j], label_bytes);
+    if (l_out) {
+      if (label_bytes == 1) {
+        l_out[j] = (uint8_t)label;
+      } else {
+        const uint16_t value = (uint16_t)label;
+        memcpy(l_out + 2 * j, &value, 2);
+      }
+    }
+    if (c_out) {
+      const uint32_t word = (int64_t)label < table_size ? table[label] : 0;
+      if (j + 1 < out_cols) {
+        memcpy(c_out + 3 * j, &word, 4);
+      } else {
+        memcpy(c_out + 3 * j, &word, 3);
+      }
+    }
+  }
+}
+
+static int in_range(const int64_t *index, int64_t n, int64_t size) {
+  for (int64_t k = 0; k < n; k++) {
+    if (index[k] < 0 || index[k] >= size) return 0;
+  }
+  return 1;
+}
+
+/* Nearest-neighbour resize of a (src_rows, src_cols) label map through index maps (output pixel
+ * (i, j) takes source (rows[i], cols[j])), into labels_out (same label type; may be NULL) and
+ * its colours into color_out (RGB, lut[label], black for labels >= lut_size; may be NULL).
+ * Output rows that repeat their predecessor's source row are copied. Returns -1 (and writes
+ * nothing) when an index is outside the source, else 0. */
+XNET_API int xnet_nearest_labels(const uint8_t *src, int64_t src_rows, int64_t src_cols,
+                                 ptrdiff_t src_row, int label_bytes, const int64_t *rows,
+                                 int64_t out_rows, const int64_t *cols, int64_t out_cols,
+                                 uint8_t *labels_out, const uint8_t *lut, int64_t lut_size,
+                                 uint8_t *color_out) {
+  if (!in_range(rows, out_rows, src_rows) || !in_range(cols, out_cols, src_cols)) return -1;
+  uint32_t table[256]; /* colour words of the first 256 labels; past them, read from lut */
+  const int64_t table_size = lut_size < 256 ? lut_size : 256;
+  for (int64_t k = 0; k < table_size; k++) {
+    const uint8_t *rgb = lut + 3 * k;
+    table[k] = (uint32_t)rgb[0] | (uint32_t)rgb[1] << 8 | (uint32_t)rgb[2] << 16;
+  }
   const size_t label_row_bytes = (size_t)out_cols * label_bytes, color_row_bytes = out_cols * 3;
   for (int64_t i = 0; i < out_rows; i++) {
     uint8_t *l_out = labels_out ? labels_out + i * label_row_bytes : NULL;
@@ -131,20 +182,23 @@ XNET_API void xnet_nearest_labels(const uint8_t *src, ptrdiff_t src_row, int lab
       continue;
     }
     const uint8_t *s = src + rows[i] * src_row;
-    for (int64_t j = 0; j < out_cols; j++) {
-      const uint32_t label = label_at(s, cols[j], label_bytes);
-      if (l_out) {
-        if (label_bytes == 1) {
-          l_out[j] = (uint8_t)label;
-        } else {
+    if (label_bytes == 1) {
+      nearest_label_row(s, cols, out_cols, 1, l_out, table, table_size, c_out);
+    } else if (lut_size <= 256) {
+      nearest_label_row(s, cols, out_cols, 2, l_out, table, table_size, c_out);
+    } else {  /* more than 256 colours: 3-byte reads from lut */
+      for (int64_t j = 0; j < out_cols; j++) {
+        const uint32_t label = label_at(s, cols[j], 2);
+        if (l_out) {
           const uint16_t value = (uint16_t)label;
           memcpy(l_out + 2 * j, &value, 2);
         }
-      }
-      if (c_out) {
-        static const uint8_t black[3] = {0, 0, 0};
-        memcpy(c_out + 3 * j, (int64_t)label < lut_size ? lut + 3 * label : black, 3);
+        if (c_out) {
+          static const uint8_t black[3] = {0, 0, 0};
+          memcpy(c_out + 3 * j, (int64_t)label < lut_size ? lut + 3 * label : black, 3);
+        }
       }
     }
   }
+  return 0;
 }

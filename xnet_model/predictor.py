@@ -167,7 +167,8 @@ class Predictor:
         > 1, for callers that run several calls at once (the node's inference lanes)."""
         scales = self.depth_scales(images, fx)
         t0 = time.perf_counter()
-        batch = np.stack([self.preprocess(im, bgr) for im in images])
+        inputs = [self.preprocess(im, bgr) for im in images]
+        batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)  # one: no copy
         t1 = time.perf_counter()
         out = self._device_outputs(batch) if raw else None
         if out is None:

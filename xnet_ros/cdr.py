@@ -14,6 +14,8 @@ ships; `rcl_publish.self_check` compares ours with it before the node uses it.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -62,35 +64,59 @@ class CdrWriter:
         self.string(frame_id)
 
 
+STAMP = struct.Struct("<iI")  # header.stamp, right after the encapsulation: sec, nanosec
+
+
+def with_stamp(template: bytes, stamp: tuple[int, int]) -> bytes:
+    """A message (prefix) serialized with stamp (0, 0), given its stamp."""
+    return b"".join((template[:4], STAMP.pack(*stamp), template[4 + STAMP.size:]))
+
+
 def image_prefix(stamp: tuple[int, int], frame_id: str, fields: dict[str, Any],
                  nbytes: int) -> bytes:
     """sensor_msgs/Image up to its data (`fields` as `outputs.build_outputs` makes them)."""
+    return with_stamp(_image_prefix(frame_id, fields["height"], fields["width"],
+                                    fields["encoding"], fields["is_bigendian"], fields["step"],
+                                    nbytes), stamp)
+
+
+@functools.lru_cache(maxsize=64)  # per camera, output and size: only the stamp changes
+def _image_prefix(frame_id: str, height: int, width: int, encoding: str, is_bigendian: int,
+                  step: int, nbytes: int) -> bytes:
     w = CdrWriter()
-    w.header(stamp, frame_id)
-    w.u32(fields["height"])
-    w.u32(fields["width"])
-    w.string(fields["encoding"])
-    w.u8(fields["is_bigendian"])
-    w.u32(fields["step"])
+    w.header((0, 0), frame_id)
+    w.u32(height)
+    w.u32(width)
+    w.string(encoding)
+    w.u8(is_bigendian)
+    w.u32(step)
     w.u32(nbytes)  # uint8[] length
     return bytes(w.out)
 
 
 def cloud_prefix(stamp: tuple[int, int], frame_id: str, pc: Any, nbytes: int) -> bytes:
     """sensor_msgs/PointCloud2 up to its data (`pc` a `geometry.PointCloudData`)."""
+    return with_stamp(_cloud_prefix(frame_id, pc.height, pc.width, tuple(map(tuple, pc.fields)),
+                                    bool(pc.is_bigendian), pc.point_step, pc.row_step, nbytes),
+                      stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _cloud_prefix(frame_id: str, height: int, width: int, fields: tuple, is_bigendian: bool,
+                  point_step: int, row_step: int, nbytes: int) -> bytes:
     w = CdrWriter()
-    w.header(stamp, frame_id)
-    w.u32(pc.height)
-    w.u32(pc.width)
-    w.u32(len(pc.fields))
-    for name, offset, datatype, count in pc.fields:
+    w.header((0, 0), frame_id)
+    w.u32(height)
+    w.u32(width)
+    w.u32(len(fields))
+    for name, offset, datatype, count in fields:
         w.string(name)
         w.u32(offset)
         w.u8(datatype)
         w.u32(count)
-    w.u8(bool(pc.is_bigendian))
-    w.u32(pc.point_step)
-    w.u32(pc.row_step)
+    w.u8(is_bigendian)
+    w.u32(point_step)
+    w.u32(row_step)
     w.u32(nbytes)
     return bytes(w.out)
 
@@ -98,17 +124,28 @@ def cloud_prefix(stamp: tuple[int, int], frame_id: str, pc: Any, nbytes: int) ->
 def camera_info(stamp: tuple[int, int], frame_id: str, fields: dict[str, Any]) -> bytes:
     """The whole serialized sensor_msgs/CameraInfo of `fields` (as
     `Intrinsics.to_camera_info_fields` makes them; absent fields are the message's defaults)."""
+    return with_stamp(_camera_info(
+        frame_id, fields["height"], fields["width"], fields.get("distortion_model", ""),
+        *(tuple(fields.get(name, (0.0,) * size)) for name, size in CAMERA_ARRAYS),
+        fields.get("binning_x", 0), fields.get("binning_y", 0)), stamp)
+
+
+CAMERA_ARRAYS = (("d", 0), ("k", 9), ("r", 9), ("p", 12))
+
+
+@functools.lru_cache(maxsize=64)
+def _camera_info(frame_id: str, height: int, width: int, distortion_model: str, d: tuple,
+                 k: tuple, r: tuple, p: tuple, binning_x: int, binning_y: int) -> bytes:
     w = CdrWriter()
-    w.header(stamp, frame_id)
-    w.u32(fields["height"])
-    w.u32(fields["width"])
-    w.string(fields.get("distortion_model", ""))
-    w.u32(len(fields.get("d", ())))
-    w.f64s(fields.get("d", ()))
-    for name, size in (("k", 9), ("r", 9), ("p", 12)):
-        w.f64s(fields.get(name, (0.0,) * size))
-    w.u32(fields.get("binning_x", 0))
-    w.u32(fields.get("binning_y", 0))
+    w.header((0, 0), frame_id)
+    w.u32(height)
+    w.u32(width)
+    w.string(distortion_model)
+    w.u32(len(d))
+    for values in (d, k, r, p):
+        w.f64s(values)
+    w.u32(binning_x)
+    w.u32(binning_y)
     for _ in range(4):  # roi: x_offset, y_offset, height, width (a full-image ROI: zeros)
         w.u32(0)
     w.u8(0)  # roi.do_rectify
@@ -154,5 +191,7 @@ def frame_in_place(data: Any, prefix: bytes, suffix: bytes = b"") -> Framed | No
 
 
 def _address(view: memoryview) -> int:
+    if not view.readonly:  # 10x faster than through numpy
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
     return np.frombuffer(view, np.uint8).__array_interface__["data"][0]
 

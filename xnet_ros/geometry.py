@@ -8,6 +8,7 @@ integer coordinates (u, v), so the image spans [-0.5, width - 0.5] horizontally.
 from __future__ import annotations
 
 import array
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -305,12 +306,17 @@ def depth_to_cloud(
                           data=data)
 
 
+@functools.lru_cache(maxsize=32)
 def pixel_rays(intr: Intrinsics, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """float32 x/z of every stride-th column and y/z of every stride-th row."""
+    """float32 x/z of every stride-th column and y/z of every stride-th row (read-only: cached
+    per camera and stride)."""
     u = np.arange(0, intr.width, stride, dtype=np.float32)
     v = np.arange(0, intr.height, stride, dtype=np.float32)
-    return ((u - np.float32(intr.cx)) / np.float32(intr.fx),
+    rays = ((u - np.float32(intr.cx)) / np.float32(intr.fx),
             (v - np.float32(intr.cy)) / np.float32(intr.fy))
+    for r in rays:
+        r.flags.writeable = False
+    return rays
 
 
 def _native_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None,

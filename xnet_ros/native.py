@@ -20,20 +20,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LIBRARY", "available", "cloud", "cloud_count", "disabled", "missing",
+__all__ = ["LIBRARY", "all_above", "available", "cloud", "cloud_count", "disabled", "missing",
            "nearest_labels", "status"]
 
 LIBRARY = "libxnet_ros_postprocess.so"
-VERSION = 1  # xnet_postprocess_version() of the source this module matches
+VERSION = 3  # xnet_postprocess_version() of the source this module matches (its signatures)
 
 _i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
     "xnet_postprocess_version": ([], _int),
+    "xnet_all_above": ([_ptr, _i64, ctypes.c_double], _int),
     "xnet_cloud_count": ([_ptr, ctypes.c_ssize_t, _i64, _i64, _i64, _int, _f32], _i64),
     "xnet_cloud": ([_ptr, ctypes.c_ssize_t, _i64, _i64, _i64, _ptr, _ptr, _int, _f32, _ptr,
                     ctypes.c_ssize_t, _ptr, ctypes.c_ssize_t, _int, _int, _ptr, _i64], _i64),
-    "xnet_nearest_labels": ([_ptr, ctypes.c_ssize_t, _int, _ptr, _i64, _ptr, _i64, _ptr, _ptr,
-                             _i64, _ptr], None),
+    "xnet_nearest_labels": ([_ptr, _i64, _i64, ctypes.c_ssize_t, _int, _ptr, _i64, _ptr, _i64,
+                             _ptr, _ptr, _i64, _ptr], _int),
 }
 
 
@@ -60,13 +61,18 @@ def _load() -> tuple[Any, str]:
         except OSError as exc:
             errors.append(str(exc))
             continue
-        for name, (args, result) in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, result
-        found = lib.xnet_postprocess_version()
+        try:
+            version = lib.xnet_postprocess_version
+            version.argtypes, version.restype = _SIGNATURES["xnet_postprocess_version"]
+            found = version()
+        except AttributeError:
+            found = None
         if found != VERSION:
             return None, (f"{path} is version {found}, this code needs {VERSION} (rebuild: "
                           "colcon build / make msgs): numpy post-processing")
+        for name, (args, result) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, result
         return lib, f"native ({path})"
     explicit = " (XNET_NATIVE_LIB)" if os.environ.get("XNET_NATIVE_LIB") else ""
     return None, (f"{LIBRARY} not found{explicit}, numpy post-processing (build it with colcon "
@@ -127,6 +133,14 @@ def _check_planes(depth: np.ndarray, rgb: np.ndarray | None, labels: np.ndarray 
                          f"{labels.dtype} {labels.shape} strides {labels.strides}")
 
 
+def all_above(values: np.ndarray, threshold: float) -> bool:
+    """Every value of a C-contiguous float32 array finite and above `threshold` (False when
+    empty): `min > threshold` with `min` and `max` finite, in one pass."""
+    if values.dtype != np.float32 or not values.flags.c_contiguous:
+        raise ValueError(f"need a C-contiguous float32 array, got {values.dtype}")
+    return bool(_load()[0].xnet_all_above(_address(values), values.size, threshold))
+
+
 def cloud_count(depth: np.ndarray, stride: int, max_range: float | None) -> int:
     """Valid points among every stride-th pixel of float32 `depth` (items contiguous)."""
     rows, cols = _grid(depth, stride)
@@ -174,14 +188,12 @@ def nearest_labels(src: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     if src.strides[-1] != src.itemsize:
         src = np.ascontiguousarray(src)
     rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
-    for index, n, axis in ((rows, src.shape[0], "row"), (cols, src.shape[1], "column")):
-        if index.size and (index.min() < 0 or index.max() >= n):
-            raise ValueError(f"{axis} indices outside the {n} of the labels")
     if color_out is not None and lut is None:
         raise ValueError("colours need a palette")
     if lut is not None:
         lut = np.ascontiguousarray(lut, np.uint8).reshape(-1, 3)
-    _load()[0].xnet_nearest_labels(
-        _address(src), src.strides[0], src.itemsize, _address(rows), len(rows), _address(cols),
-        len(cols), _address(labels_out), _address(lut), 0 if lut is None else len(lut),
-        _address(color_out))
+    if _load()[0].xnet_nearest_labels(
+            _address(src), *src.shape, src.strides[0], src.itemsize, _address(rows), len(rows),
+            _address(cols), len(cols), _address(labels_out), _address(lut),
+            0 if lut is None else len(lut), _address(color_out)) < 0:
+        raise ValueError(f"indices outside the {src.shape} labels")

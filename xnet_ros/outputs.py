@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import functools
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ class Lender:
     def view(self, key: tuple, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, Any]:
         """(numpy view of a new buffer with this shape and dtype, the buffer)."""
         dtype = np.dtype(dtype)
-        buffer = self(key, int(np.prod(shape)) * dtype.itemsize)
+        buffer = self(key, math.prod(shape) * dtype.itemsize)
         return np.frombuffer(buffer, dtype).reshape(shape), buffer
 
 
@@ -188,7 +189,8 @@ def resize_steps(source: tuple[int, int], frame: tuple[int, int], output: tuple[
 def label_dtype(labels: Any, num_classes: int) -> np.dtype:
     """uint8/uint16 labels keep their type; others (the network's int32) get the Predictor's:
     uint8 up to 256 classes, else uint16."""
-    dtype = np.dtype(str(labels.dtype).replace("torch.", ""))
+    dtype = labels.dtype if isinstance(labels, np.ndarray) else np.dtype(
+        str(labels.dtype).replace("torch.", ""))
     if dtype in (np.uint8, np.uint16):
         return dtype
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
@@ -361,9 +363,13 @@ def _image_fields(data: array.array, size: tuple[int, int], encoding: str, pixel
 def _mask_depth(depth: np.ndarray, source: np.ndarray, min_depth: float) -> None:
     """NaN where depth is not above min_depth (NaN included), in place; skipped when the
     finite source clears it everywhere (then so does every bilinear blend of it)."""
-    if source.size:
+    threshold = mask_threshold(min_depth)
+    if native.available() and source.flags.c_contiguous:
+        if native.all_above(source, threshold):
+            return
+    elif source.size:
         lo, hi = float(source.min()), float(source.max())  # NaN if any is
-        if np.isfinite(lo) and np.isfinite(hi) and lo > mask_threshold(min_depth):
+        if np.isfinite(lo) and np.isfinite(hi) and lo > threshold:
             return
     np.copyto(depth, np.float32(np.nan), where=~(depth > min_depth))
 

@@ -5,6 +5,7 @@ is given."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,10 +135,12 @@ def test_nearest_labels_checks_its_outputs():
         native.nearest_labels(src, rows, cols, np.empty((2, 2), np.uint8), None, None)
     with pytest.raises(ValueError, match="uint8 or uint16"):
         native.nearest_labels(src.astype(np.int32), rows, cols, None, lut, colors)
-    with pytest.raises(ValueError, match="row indices outside the 3"):
+    before = out.copy()
+    with pytest.raises(ValueError, match=r"indices outside the \(3, 4\) labels"):
         native.nearest_labels(src, np.array([0, 0, 3]), cols, out, lut, colors)
-    with pytest.raises(ValueError, match="column indices outside the 4"):
+    with pytest.raises(ValueError, match="indices outside"):
         native.nearest_labels(src, rows, np.array([-1, 1]), out, lut, colors)
+    np.testing.assert_array_equal(out, before)  # nothing written
     with pytest.raises(ValueError, match="palette"):
         native.nearest_labels(src, rows, cols, out, None, colors)
 
@@ -203,3 +206,38 @@ def test_cmake_builds_the_library_and_installs_it_beside_the_module():
     assert f'install(TARGETS {target} LIBRARY DESTINATION "${{PYTHON_INSTALL_DIR}}/xnet_ros")' \
         in text  # colcon: found beside native.py
     assert f"install(TARGETS {target} LIBRARY DESTINATION lib)" in text  # make msgs: install/lib
+
+
+@needs_native
+def test_all_above_is_numpys_min_max_check():
+    rng = np.random.default_rng(5)
+    for values in (awkward_depth(rng, (40, 50)), rng.uniform(0.5, 9.0, (40, 50)),
+                   np.full((3, 3), 0.5), np.array([1.0, np.inf]), np.array([np.nan, 2.0]),
+                   np.array([]), np.array([1e-42])):
+        values = np.asarray(values, np.float32)
+        for threshold in (0.0, 0.5, 0.5000001, 1e-43, -1.0):
+            lo = float(values.min()) if values.size else np.nan
+            hi = float(values.max()) if values.size else np.nan
+            expect = bool(np.isfinite(lo) and np.isfinite(hi) and lo > threshold)
+            assert native.all_above(values, threshold) == expect, (values[:3], threshold)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        native.all_above(np.ones((4, 4), np.float32)[:, ::2], 0.0)
+
+
+@pytest.mark.parametrize("source, found", [
+    ("int xnet_postprocess_version(void) { return 1; }", "version 1"),
+    ("int something_else(void) { return 0; }", "version None"),
+])
+def test_a_stale_library_is_refused_not_called(tmp_path, source, found):
+    """A library from an older build (other signatures) is never called: numpy instead."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    (tmp_path / "stale.c").write_text(source + "\n")
+    lib = tmp_path / native.LIBRARY
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "stale.c")],
+                   check=True, timeout=60)
+    code = "from xnet_ros import native; print(native.available(), native.status())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "XNET_NATIVE_LIB": str(lib)}, timeout=60, check=True)
+    assert out.stdout.startswith(f"False {lib} is {found}, this code needs {native.VERSION}")
