@@ -167,7 +167,7 @@ def image_to_array(msg: Any) -> np.ndarray:
             f"step {step} is smaller than width*bytes_per_pixel = {width}*{pixel_bytes} "
             f"= {width * pixel_bytes} for encoding {msg.encoding!r}"
         )
-    rows = int(height * info.rows)
+    rows = height if info.rows == 1 else int(height * info.rows)
     if buf.size != step * rows:
         raise ImageConversionError(
             f"len(data) = {buf.size} but step*height{_rows_text(info)} = "

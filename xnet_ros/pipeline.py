@@ -284,6 +284,7 @@ class FramePipeline:
         self.buffers = buffers if buffers is not None else BufferPool()
         # False: each call is one forward pass (the worker runs several lanes at once)
         self.split_batches = True
+        self._options: tuple[FrameSettings, OutputOptions] | None = None
 
     def warn_once(self, key: str, message: str, camera: str = "") -> None:
         if (key, camera) not in self._warned:
@@ -336,11 +337,15 @@ class FramePipeline:
         self._warned.clear()
 
     def output_options(self) -> OutputOptions:
-        s = self.settings
-        return OutputOptions.for_model(
-            self.meta, output_size=s.output_size, min_depth=s.min_depth,
-            points_stride=s.points_stride, points_max_range=s.points_max_range,
-            points_organized=s.points_organized, points_resolution=s.points_resolution)
+        """The options of the current settings (built once per settings object: the palette
+        array of a 150-class model costs more than the rest of the frame's glue)."""
+        s, cached = self.settings, self._options
+        if cached is None or cached[0] is not s:
+            cached = self._options = (s, OutputOptions.for_model(
+                self.meta, output_size=s.output_size, min_depth=s.min_depth,
+                points_stride=s.points_stride, points_max_range=s.points_max_range,
+                points_organized=s.points_organized, points_resolution=s.points_resolution))
+        return cached[1]
 
     # ---------------------------------------------------------------------------- stages
     def decode(self, frame: FrameInput,
