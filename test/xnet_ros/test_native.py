@@ -156,6 +156,8 @@ def test_cloud_rejects_what_it_cannot_read():
         return native.cloud(depth, stride, *rays, None, rgb, labels, False, out)
 
     assert cloud() == 6
+    with pytest.raises(ValueError, match="read-only"):
+        native.cloud(depth, 2, *rays, None, None, None, False, bytes(len(out)))
     with pytest.raises(ValueError, match="float32"):
         cloud(depth=depth.astype(np.float64))
     with pytest.raises(ValueError, match="adjacent items"):
