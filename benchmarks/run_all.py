@@ -1,5 +1,6 @@
-"""`make bench`: every component benchmark in one table (point clouds, synthetic data, bags,
-the node's per-frame overhead at 640x480, 1280x720 and 1920x1080, many cameras).
+"""`make bench`: every component benchmark in one table (point clouds, output building,
+synthetic data, bags, the node's per-frame overhead at 640x480, 1280x720 and 1920x1080, many
+cameras).
 
 Model/backends latency has its own command: `xnet bench` (see docs/runtime.md).
 Usage: python -m benchmarks.run_all [--append docs/benchmarks.md] [--only NAME,...]

@@ -6,6 +6,11 @@ Without it, or with `XNET_NATIVE=0` in the environment, `available()` is False a
 (`geometry.depth_to_cloud`, `outputs.build_outputs`) run their numpy path: the same bytes
 (test/xnet_ros/test_native.py), a few times slower. `status()` says which is in use and why.
 ctypes releases the GIL for each call, so other threads run meanwhile.
+
+Large outputs (from `SPLIT_MIN_BYTES`: 640x480 and up at the default stride) are built in two
+halves of rows, the second on a helper thread the library starts on first use (not a Python
+thread); the bytes are the same either way. `XNET_NATIVE_THREADS=1` keeps every call on the
+caller's thread; `set_split` changes it at run time (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -20,15 +25,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LIBRARY", "address", "all_above", "available", "cloud", "cloud_count", "disabled",
-           "missing", "nearest_labels", "status"]
+__all__ = ["LIBRARY", "SPLIT_MIN_BYTES", "address", "all_above", "available", "cloud",
+           "cloud_count", "disabled", "missing", "nearest_labels", "set_split", "split_calls",
+           "status"]
 
 LIBRARY = "libxnet_ros_postprocess.so"
-VERSION = 3  # xnet_postprocess_version() of the source this module matches (its signatures)
+VERSION = 4  # xnet_postprocess_version() of the source this module matches (its signatures)
+# Output bytes from which a call runs in two halves on two threads: below ~1 MB, waking the
+# helper costs about what it saves (2-core VM: build_outputs 0.91x at 640x480, 0.69x at
+# 1920x1080; docs/benchmarks.md).
+SPLIT_MIN_BYTES = 1 << 20
 
 _i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
     "xnet_postprocess_version": ([], _int),
+    "xnet_set_split": ([_int, _i64], _int),
+    "xnet_split_calls": ([], _i64),
     "xnet_all_above": ([_ptr, _i64, ctypes.c_double], _int),
     "xnet_cloud_count": ([_ptr, ctypes.c_ssize_t, _i64, _i64, _i64, _int, _f32], _i64),
     "xnet_cloud": ([_ptr, ctypes.c_ssize_t, _i64, _i64, _i64, _ptr, _ptr, _int, _f32, _ptr,
@@ -73,10 +85,22 @@ def _load() -> tuple[Any, str]:
         for name, (args, result) in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, result
-        return lib, f"native ({path})"
+        one_thread = os.environ.get("XNET_NATIVE_THREADS", "").strip() == "1"
+        threads = 1 if one_thread or _cores() < 2 else 2
+        lib.xnet_set_split(threads, SPLIT_MIN_BYTES)
+        one = ", one thread per call (XNET_NATIVE_THREADS=1)" if one_thread else ""
+        return lib, f"native ({path}{one})"
     explicit = " (XNET_NATIVE_LIB)" if os.environ.get("XNET_NATIVE_LIB") else ""
     return None, (f"{LIBRARY} not found{explicit}, numpy post-processing (build it with colcon "
                   f"build or make msgs); tried: {'; '.join(errors[:3])}")
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 _disabled = 0
@@ -123,6 +147,17 @@ def address(buffer: Any) -> int | None:
     if not isinstance(buffer, np.ndarray):
         buffer = np.frombuffer(buffer, np.uint8)
     return buffer.ctypes.data
+
+
+def set_split(threads: int, min_bytes: int = SPLIT_MIN_BYTES) -> int:
+    """Run calls with at least `min_bytes` of output in two halves when `threads` is 2 (1:
+    always on the caller's thread); the previous thread count."""
+    return _load()[0].xnet_set_split(threads, min_bytes)
+
+
+def split_calls() -> int:
+    """How many calls so far ran in two halves."""
+    return _load()[0].xnet_split_calls()
 
 
 def _buffer(out: Any) -> tuple[int | None, int]:

@@ -23,6 +23,14 @@ BUILT = REPO / "install" / "lib" / native.LIBRARY
 needs_native = pytest.mark.skipif(not native.available(), reason=native.status())
 
 
+@pytest.fixture(params=[1, 2], ids=["one-thread", "halves"])
+def kernel_threads(request):
+    """Each call on one thread, or every call (however small) in two halves of rows on two."""
+    previous = native.set_split(request.param, 0)
+    yield request.param
+    native.set_split(previous)
+
+
 def numpy_path(fn, *args, **kwargs):
     with native.disabled():
         assert not native.available()
@@ -47,7 +55,8 @@ def awkward_depth(rng, shape) -> np.ndarray:
                                            ((5, 7), 8), ((1, 1), 1), ((120, 161), 2)])
 @pytest.mark.parametrize("organized", [True, False])
 @pytest.mark.parametrize("max_range", [None, 7.0])
-def test_cloud_is_the_numpy_cloud_bit_for_bit(shape, stride, organized, max_range):
+def test_cloud_is_the_numpy_cloud_bit_for_bit(shape, stride, organized, max_range,
+                                              kernel_threads):
     rng = np.random.default_rng(sum(shape) + stride)
     depth = awkward_depth(rng, shape)
     rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
@@ -98,7 +107,8 @@ def test_cloud_writes_nothing_past_a_small_buffer():
                                                  ((60, 80), (375, 1242), (200, 500)),
                                                  ((48, 64), (48, 64), None),
                                                  ((48, 64), (48, 64), (17, 23))])
-def test_labels_and_colours_are_the_numpy_ones(dtype, classes, src, size, out_size):
+def test_labels_and_colours_are_the_numpy_ones(dtype, classes, src, size, out_size,
+                                               kernel_threads):
     """Labels past the palette are black; a uint16 table and the default palette included."""
     rng = np.random.default_rng(classes)
     labels = rng.integers(0, classes, src).astype(dtype)
