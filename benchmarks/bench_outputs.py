@@ -2,11 +2,12 @@
 
 `build_outputs` as the node calls it: every output (32FC1 depth, its camera_info, labels,
 colours, an organized xyz+rgb+label cloud at `points_stride` 2) from a network-resolution
-prediction (160x120 depth and 150-class labels) into reused message buffers with room for the
-in-place serialization. Each frame is preceded by a pass over 32 MB that evicts the caches,
-as the forward pass does in the node. The two settings of `native.set_split` alternate frame by
-frame (one thread per call; outputs from `native.SPLIT_MIN_BYTES` in two halves, the default
-on more than one core), so both see the same machine. No middleware: the node's publishing and
+prediction (160x120 depth and 150-class labels, the model's palette built once as the node's
+options do) into reused message buffers with room for the in-place serialization. Each frame
+is preceded by a pass over 32 MB that evicts the caches, as the forward pass does in the node.
+The two settings of `native.set_split` alternate frame by frame (one thread per call; outputs
+from `native.SPLIT_MIN_BYTES` in two halves, the default on more than one core), so both see
+the same machine. No middleware: the node's publishing and
 Python glue come on top (`bench_node`).
 
 Run from the repository root: ``python -m benchmarks.bench_outputs [--frames N]``.
@@ -21,6 +22,7 @@ import time
 import numpy as np
 
 from xnet_ros import native
+from xnet_ros.colorize import default_palette
 from xnet_ros.geometry import Intrinsics
 from xnet_ros.outputs import BufferPool, OutputOptions, build_outputs, tune_malloc
 
@@ -45,7 +47,7 @@ def run(sizes=SIZES, frames: int = FRAMES, log=print) -> list[dict]:
         return []
     tune_malloc()
     evict = np.ones(4 << 20)  # 32 MB
-    opts = OutputOptions(num_classes=150, points_stride=2)
+    opts = OutputOptions(num_classes=150, palette=default_palette(150), points_stride=2)
     rows = []
     for width, height in sizes:
         rgb, depth, labels, intr = prediction(width, height)

@@ -21,7 +21,7 @@ XNET_API int xnet_postprocess_version(void) { return 4; }  /* bump with every si
 
 /* ---- Large calls in two halves of rows: the caller's thread and one helper thread.
  * Below split_min_bytes of output (native.SPLIT_MIN_BYTES), waking a second thread costs about
- * what it saves (2-core VM: 640x480 outputs 10% faster split, 1920x1080 30%). The
+ * what it saves (2-core VM: 640x480 outputs 10% faster split, 1920x1080 25%). The
  * helper is started on first use and waits on a condition variable; one caller at a time hands
  * it a half (a caller that finds it taken runs both halves itself). Each half writes its own
  * rows only, so the bytes are the same split or not. */

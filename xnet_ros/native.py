@@ -32,7 +32,7 @@ __all__ = ["LIBRARY", "SPLIT_MIN_BYTES", "address", "all_above", "available", "c
 LIBRARY = "libxnet_ros_postprocess.so"
 VERSION = 4  # xnet_postprocess_version() of the source this module matches (its signatures)
 # Output bytes from which a call runs in two halves on two threads: below ~1 MB, waking the
-# helper costs about what it saves (2-core VM: build_outputs 0.91x at 640x480, 0.69x at
+# helper costs about what it saves (2-core VM: build_outputs 0.9x at 640x480, 0.75x at
 # 1920x1080; docs/benchmarks.md).
 SPLIT_MIN_BYTES = 1 << 20
 
