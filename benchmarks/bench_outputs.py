@@ -7,8 +7,8 @@ options do) into reused message buffers with room for the in-place serialization
 is preceded by a pass over 32 MB that evicts the caches, as the forward pass does in the node.
 The two settings of `native.set_split` alternate frame by frame (one thread per call; outputs
 from `native.SPLIT_MIN_BYTES` in two halves, the default on more than one core), so both see
-the same machine. No middleware: the node's publishing and
-Python glue come on top (`bench_node`).
+the same machine. No middleware: the node's publishing and Python glue come on top
+(`bench_node`).
 
 Run from the repository root: ``python -m benchmarks.bench_outputs [--frames N]``.
 """
