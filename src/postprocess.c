@@ -82,6 +82,14 @@ static void helper_after_fork(void) { /* the child has no helper thread: start a
   helper.started = helper.busy = helper.pending = 0;
 }
 
+/* Whether a call with this much output would be split (if the helper is free then). */
+static int split_wanted(int64_t out_bytes) {
+  pthread_mutex_lock(&helper.mutex);
+  const int wanted = split_threads > 1 && out_bytes >= split_min_bytes;
+  pthread_mutex_unlock(&helper.mutex);
+  return wanted;
+}
+
 /* Caller holds the mutex. 1 when the helper runs (or now started), 0 when it cannot. */
 static int helper_ready(void) {
   if (helper.started) return helper.started > 0;
@@ -192,7 +200,8 @@ typedef struct {
   const float *col_factor, *row_factor;
   int has_max, has_rgb, label_bytes, dense;
   float max_range;
-  uint8_t *out;
+  int64_t rows;
+  uint8_t *out, *second;  /* second: a dense cloud's second half of rows starts there */
   const uint8_t *end;
 } cloud_args;
 
@@ -202,14 +211,17 @@ typedef struct {
                   a->col_factor, a->row_factor[i], a->has_max, a->max_range,                   \
                   a->rgb ? a->rgb + i * a->stride * a->rgb_row : NULL, HAS_RGB,                \
                   a->labels ? a->labels + i * a->stride * a->labels_row : NULL, LABEL_BYTES,   \
-                  DENSE, p, a->end, &valid);                                                   \
+                  DENSE, p, limit, &valid);                                                    \
   }
 
-/* Rows [begin, end) of the grid; an organized cloud's rows start at their own offset. */
+/* Rows [begin, end) of the grid. An organized cloud's rows start at their own offset; of a
+ * dense one split in two, the first half ends where the second starts. */
 static int64_t cloud_rows(const void *args, int64_t begin, int64_t end) {
   const cloud_args *a = args;
   const int64_t point = 12 + 4 * a->has_rgb + (a->label_bytes ? 4 : 0);
-  uint8_t *p = a->out + (a->dense ? 0 : begin * a->cols * point);
+  const int whole = begin == 0 && end == a->rows;
+  uint8_t *p = !a->dense ? a->out + begin * a->cols * point : begin ? a->second : a->out;
+  const uint8_t *limit = a->dense && !whole && !begin ? a->second : a->end;
   int64_t valid = 0;
   if (a->dense) {
     CLOUD_ROWS(a->has_rgb, a->label_bytes, 1)
@@ -229,10 +241,10 @@ static int64_t cloud_rows(const void *args, int64_t begin, int64_t end) {
  * y = z * row_factor[i], z (NaN where z is invalid), then 0x00RRGGBB of the pixel when rgb is
  * given, then its label as uint32 when labels is given. rows/cols count the strided grid;
  * col_factor/row_factor are float32 (u - cx) / fx and (v - cy) / fy of its pixels.
- * dense = 0: every point, row-major (an organized cloud; large ones in two halves, run_rows);
- * dense = 1: valid points only, in the same order. Returns the number of valid points; writes
- * nothing past out + capacity (bytes): -1 for an organized cloud that does not fit, a dense
- * one writes the points that fit. */
+ * dense = 0: every point, row-major (an organized cloud); dense = 1: valid points only, in the
+ * same order (a large one counts its first half's first). Large clouds in two halves (run_rows).
+ * Returns the number of valid points; writes nothing past out + capacity (bytes): -1 for an
+ * organized cloud that does not fit, a dense one writes the points that fit. */
 XNET_API int64_t xnet_cloud(const uint8_t *depth, ptrdiff_t depth_row, int64_t rows, int64_t cols,
                             int64_t stride, const float *col_factor, const float *row_factor,
                             int has_max, float max_range, const uint8_t *rgb, ptrdiff_t rgb_row,
@@ -242,10 +254,17 @@ XNET_API int64_t xnet_cloud(const uint8_t *depth, ptrdiff_t depth_row, int64_t r
   if (!labels) label_bytes = 0;
   const int64_t bytes = rows * cols * (12 + 4 * has_rgb + (label_bytes ? 4 : 0));
   if (!dense && bytes > capacity) return -1;
-  const cloud_args args = {depth, rgb, labels, depth_row, rgb_row, labels_row, cols, stride,
-                           col_factor, row_factor, has_max, has_rgb, label_bytes, dense,
-                           max_range, out, out + capacity};
-  return dense ? cloud_rows(&args, 0, rows) : run_rows(cloud_rows, &args, rows, bytes);
+  cloud_args args = {depth, rgb, labels, depth_row, rgb_row, labels_row, cols, stride,
+                     col_factor, row_factor, has_max, has_rgb, label_bytes, dense, max_range,
+                     rows, out, NULL, out + capacity};
+  if (dense) { /* where the second half's points go: after the first half's valid ones */
+    const int64_t first = xnet_cloud_count(depth, depth_row, rows / 2, cols, stride, has_max,
+                                           max_range);
+    const int64_t point = 12 + 4 * has_rgb + (label_bytes ? 4 : 0);
+    if (!split_wanted(bytes) || first * point > capacity) return cloud_rows(&args, 0, rows);
+    args.second = out + first * point;
+  }
+  return run_rows(cloud_rows, &args, rows, bytes);
 }
 
 /* One output row of xnet_nearest_labels; label_bytes is a compile-time constant in each caller.

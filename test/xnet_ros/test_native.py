@@ -87,7 +87,8 @@ def test_cloud_from_strided_float64_and_non_contiguous_inputs():
 
 
 @needs_native
-def test_cloud_writes_nothing_past_a_small_buffer():
+@pytest.mark.parametrize("room", [2, 13])  # dense: both halves' points (12 each) do not fit
+def test_cloud_writes_nothing_past_a_small_buffer(kernel_threads, room):
     depth = np.full((4, 6), 2.0, np.float32)
     x_per_z, y_per_z = np.zeros(6, np.float32), np.zeros(4, np.float32)
     guard = bytearray(4 * 6 * 12 + 8)
@@ -95,10 +96,11 @@ def test_cloud_writes_nothing_past_a_small_buffer():
         native.cloud(depth, 1, x_per_z, y_per_z, None, None, None, False,
                      memoryview(guard)[:4 * 6 * 12 - 1])
     assert guard == bytearray(len(guard))
-    with pytest.raises(ValueError, match="too small"):  # dense: 24 valid points, room for 2
+    with pytest.raises(ValueError, match="too small"):  # dense: 24 valid points
         native.cloud(depth, 1, x_per_z, y_per_z, None, None, None, True,
-                     memoryview(guard)[:2 * 12 + 5])
-    assert guard[2 * 12:] == bytearray(len(guard) - 2 * 12)
+                     memoryview(guard)[:room * 12 + 5])
+    assert guard[room * 12:] == bytearray(len(guard) - room * 12)
+    assert guard[:room * 12] == np.array([[0, 0, 2]] * room, np.float32).tobytes()
 
 
 @needs_native

@@ -137,14 +137,17 @@ def test_one_thread_per_call_when_asked():
     assert out[0].endswith("one thread per call (XNET_NATIVE_THREADS=1))") and out[1] == "1"
 
 
-def test_full_hd_outputs_by_default_are_the_numpy_bytes():
-    """At 1920x1080 the default threshold splits both kernels (labels + colours, points)."""
+@pytest.mark.parametrize("organized", [True, False])
+def test_full_hd_outputs_by_default_are_the_numpy_bytes(organized):
+    """At 1920x1080 the default threshold splits both kernels (labels + colours, points); a
+    dense cloud (points beyond `points_max_range`, 6 m, dropped) included."""
     rng = np.random.default_rng(9)
     labels = rng.integers(0, 150, (120, 160)).astype(np.uint8)
     depth = rng.uniform(0.6, 9.0, (120, 160)).astype(np.float32)
     rgb = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     intr = Intrinsics(1500.0, 1500.0, 959.5, 539.5, 1920, 1080)
-    opts = OutputOptions(num_classes=150, points_stride=2)
+    opts = OutputOptions(num_classes=150, points_stride=2, points_organized=organized,
+                         points_max_range=6.0)
     with split(2, native.SPLIT_MIN_BYTES):  # the default on more than one core
         calls = native.split_calls()
         got = output_bytes(build_outputs(rgb, depth, labels, intr, opts))
