@@ -55,13 +55,12 @@ def run(sizes=SIZES, frames: int = FRAMES, log=print) -> list[dict]:
         samples: dict[int, list[float]] = {1: [], 2: []}
         for i in range(WARMUP + frames):
             for threads in (1, 2) if i % 2 else (2, 1):
-                previous = native.set_split(threads)
-                evict.sum()
-                start = time.perf_counter()
-                out = build_outputs(rgb, depth, labels, intr, opts, buffers=pool)
-                elapsed = (time.perf_counter() - start) * 1e3
+                with native.splitting(threads):
+                    evict.sum()
+                    start = time.perf_counter()
+                    out = build_outputs(rgb, depth, labels, intr, opts, buffers=pool)
+                    elapsed = (time.perf_counter() - start) * 1e3
                 out.release()
-                native.set_split(previous)
                 if i >= WARMUP:
                     samples[threads].append(elapsed)
         one, halves = statistics.median(samples[1]), statistics.median(samples[2])

@@ -82,10 +82,14 @@ static void helper_after_fork(void) { /* the child has no helper thread: start a
   helper.started = helper.busy = helper.pending = 0;
 }
 
-/* Whether a call with this much output would be split (if the helper is free then). */
+/* Whether a call with this much output is to be split (if the helper is free then). */
+static int split_wanted_locked(int64_t out_bytes) {
+  return split_threads > 1 && out_bytes >= split_min_bytes;
+}
+
 static int split_wanted(int64_t out_bytes) {
   pthread_mutex_lock(&helper.mutex);
-  const int wanted = split_threads > 1 && out_bytes >= split_min_bytes;
+  const int wanted = split_wanted_locked(out_bytes);
   pthread_mutex_unlock(&helper.mutex);
   return wanted;
 }
@@ -112,7 +116,7 @@ static int64_t run_rows(rows_fn fn, const void *args, int64_t rows, int64_t out_
   int split = 0;
   if (rows >= 2) {
     pthread_mutex_lock(&helper.mutex);
-    if (split_threads > 1 && out_bytes >= split_min_bytes && !helper.busy && helper_ready()) {
+    if (split_wanted_locked(out_bytes) && !helper.busy && helper_ready()) {
       helper.busy = helper.pending = split = 1;
       helper.calls++;
       helper.fn = fn, helper.args = args, helper.begin = rows / 2, helper.end = rows;
@@ -149,6 +153,11 @@ static inline uint32_t label_at(const uint8_t *row, ptrdiff_t col, int label_byt
   return value;
 }
 
+/* Bytes per point: x, y, z, then the colour word and the label when present. */
+static inline int64_t point_bytes(int has_rgb, int label_bytes) {
+  return 12 + 4 * has_rgb + (label_bytes ? 4 : 0);
+}
+
 /* Valid points (z > 0, finite, <= max_range when has_max) among every stride-th pixel. */
 XNET_API int64_t xnet_cloud_count(const uint8_t *depth, ptrdiff_t depth_row, int64_t rows,
                                   int64_t cols, int64_t stride, int has_max, float max_range) {
@@ -173,7 +182,7 @@ static inline __attribute__((always_inline)) uint8_t *cloud_row(
     float z = z_row[j * stride];
     const int ok = valid_depth(z, has_max, max_range);
     *valid += ok;
-    if (dense && (!ok || p + 12 + 4 * has_rgb + (label_bytes ? 4 : 0) > end)) continue;
+    if (dense && (!ok || p + point_bytes(has_rgb, label_bytes) > end)) continue;
     z = ok ? z : nan;
     const float xyz[3] = {z * col_factor[j], z * fy, z};
     memcpy(p, xyz, 12);
@@ -218,7 +227,7 @@ typedef struct {
  * dense one split in two, the first half ends where the second starts. */
 static int64_t cloud_rows(const void *args, int64_t begin, int64_t end) {
   const cloud_args *a = args;
-  const int64_t point = 12 + 4 * a->has_rgb + (a->label_bytes ? 4 : 0);
+  const int64_t point = point_bytes(a->has_rgb, a->label_bytes);
   const int whole = begin == 0 && end == a->rows;
   uint8_t *p = !a->dense ? a->out + begin * a->cols * point : begin ? a->second : a->out;
   const uint8_t *limit = a->dense && !whole && !begin ? a->second : a->end;
@@ -252,16 +261,16 @@ XNET_API int64_t xnet_cloud(const uint8_t *depth, ptrdiff_t depth_row, int64_t r
                             int dense, uint8_t *out, int64_t capacity) {
   const int has_rgb = rgb != NULL;
   if (!labels) label_bytes = 0;
-  const int64_t bytes = rows * cols * (12 + 4 * has_rgb + (label_bytes ? 4 : 0));
+  const int64_t point = point_bytes(has_rgb, label_bytes), bytes = rows * cols * point;
   if (!dense && bytes > capacity) return -1;
   cloud_args args = {depth, rgb, labels, depth_row, rgb_row, labels_row, cols, stride,
                      col_factor, row_factor, has_max, has_rgb, label_bytes, dense, max_range,
                      rows, out, NULL, out + capacity};
   if (dense) { /* where the second half's points go: after the first half's valid ones */
+    if (!split_wanted(bytes)) return cloud_rows(&args, 0, rows);
     const int64_t first = xnet_cloud_count(depth, depth_row, rows / 2, cols, stride, has_max,
                                            max_range);
-    const int64_t point = 12 + 4 * has_rgb + (label_bytes ? 4 : 0);
-    if (!split_wanted(bytes) || first * point > capacity) return cloud_rows(&args, 0, rows);
+    if (first * point > capacity) return cloud_rows(&args, 0, rows);
     args.second = out + first * point;
   }
   return run_rows(cloud_rows, &args, rows, bytes);

@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["LIBRARY", "SPLIT_MIN_BYTES", "address", "all_above", "available", "cloud",
            "cloud_count", "disabled", "missing", "nearest_labels", "set_split", "split_calls",
-           "status"]
+           "splitting", "status"]
 
 LIBRARY = "libxnet_ros_postprocess.so"
 VERSION = 4  # xnet_postprocess_version() of the source this module matches (its signatures)
@@ -88,6 +88,8 @@ def _load() -> tuple[Any, str]:
         one_thread = os.environ.get("XNET_NATIVE_THREADS", "").strip() == "1"
         threads = 1 if one_thread or _cores() < 2 else 2
         lib.xnet_set_split(threads, SPLIT_MIN_BYTES)
+        global _split
+        _split = (threads, SPLIT_MIN_BYTES)
         one = ", one thread per call (XNET_NATIVE_THREADS=1)" if one_thread else ""
         return lib, f"native ({path}{one})"
     explicit = " (XNET_NATIVE_LIB)" if os.environ.get("XNET_NATIVE_LIB") else ""
@@ -149,10 +151,29 @@ def address(buffer: Any) -> int | None:
     return buffer.ctypes.data
 
 
+_split = (1, SPLIT_MIN_BYTES)  # what the library was last told (every change goes through here)
+
+
 def set_split(threads: int, min_bytes: int = SPLIT_MIN_BYTES) -> int:
     """Run calls with at least `min_bytes` of output in two halves when `threads` is 2 (1:
     always on the caller's thread); the previous thread count."""
-    return _load()[0].xnet_set_split(threads, min_bytes)
+    global _split
+    previous = _load()[0].xnet_set_split(threads, min_bytes)
+    _split = (threads, min_bytes)
+    return previous
+
+
+@contextlib.contextmanager
+def splitting(threads: int, min_bytes: int = SPLIT_MIN_BYTES) -> Iterator[None]:
+    """`set_split(threads, min_bytes)` inside this block, the previous setting after it
+    (tests, benchmarks)."""
+    _load()
+    previous = _split
+    set_split(threads, min_bytes)
+    try:
+        yield
+    finally:
+        set_split(*previous)
 
 
 def split_calls() -> int:

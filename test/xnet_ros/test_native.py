@@ -26,9 +26,8 @@ needs_native = pytest.mark.skipif(not native.available(), reason=native.status()
 @pytest.fixture(params=[1, 2], ids=["one-thread", "halves"])
 def kernel_threads(request):
     """Each call on one thread, or every call (however small) in two halves of rows on two."""
-    previous = native.set_split(request.param, 0)
-    yield request.param
-    native.set_split(previous)
+    with native.splitting(request.param, 0):
+        yield request.param
 
 
 def numpy_path(fn, *args, **kwargs):

@@ -36,19 +36,8 @@ def output_bytes(out) -> dict[str, bytes]:
             for name, f in out.fields.items() if name in (LABELS, COLOR, POINTS)}
 
 
-def split(threads: int, min_bytes: int = 0):
-    class Split:
-        def __enter__(self):
-            self.previous = native.set_split(threads, min_bytes)
-
-        def __exit__(self, *exc):
-            native.set_split(self.previous)
-
-    return Split()
-
-
 def test_set_split_returns_the_previous_setting():
-    with split(1):
+    with native.splitting(1, 0):
         assert native.set_split(2, 0) == 1
         assert native.set_split(1) == 2
 
@@ -58,7 +47,7 @@ def test_small_calls_stay_on_the_callers_thread():
     opts = OutputOptions(num_classes=40, points_stride=1)
     for threads, min_bytes, split_calls in ((2, 0, 2), (2, native.SPLIT_MIN_BYTES, 0),
                                              (1, 0, 0)):
-        with split(threads, min_bytes):
+        with native.splitting(threads, min_bytes):
             calls = native.split_calls()
             build_outputs(rgb, depth, labels, intr, opts)
             assert native.split_calls() - calls == split_calls, (threads, min_bytes)
@@ -69,7 +58,7 @@ def test_halves_from_many_threads_at_once_are_the_one_thread_bytes():
     rng = np.random.default_rng(5)
     frames = [frame(rng) for _ in range(4)]
     opts = OutputOptions(num_classes=40, points_stride=1)
-    with split(1):
+    with native.splitting(1, 0):
         expected = [output_bytes(build_outputs(*f, opts)) for f in frames]
     mismatches, errors = [], []
 
@@ -82,7 +71,7 @@ def test_halves_from_many_threads_at_once_are_the_one_thread_bytes():
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    with split(2):
+    with native.splitting(2, 0):
         threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
@@ -95,7 +84,7 @@ def test_the_helper_is_no_python_thread():
     """The node's shutdown lists the Python threads it did not join; the helper is the
     library's (like OpenMP's and OpenCV's)."""
     before = set(threading.enumerate())
-    with split(2):
+    with native.splitting(2, 0):
         rgb, depth, labels, intr = frame(np.random.default_rng(1))
         build_outputs(rgb, depth, labels, intr, OutputOptions(num_classes=40))
     assert set(threading.enumerate()) == before
@@ -111,7 +100,7 @@ def _cloud_in_child(queue) -> None:
 def test_a_forked_child_gets_a_helper_of_its_own():
     """After fork the child has no helper thread (only the forking thread survives); it must
     start one, not wait forever for the parent's."""
-    with split(2):  # the parent's helper is running
+    with native.splitting(2, 0):  # the parent's helper is running
         rgb, _, _, intr = frame(np.random.default_rng(2))
         full = np.full((96, 128), np.float32(2.5))
         expected = bytes(depth_to_cloud(full, intr, rgb, None).data)
@@ -148,7 +137,7 @@ def test_full_hd_outputs_by_default_are_the_numpy_bytes(organized):
     intr = Intrinsics(1500.0, 1500.0, 959.5, 539.5, 1920, 1080)
     opts = OutputOptions(num_classes=150, points_stride=2, points_organized=organized,
                          points_max_range=6.0)
-    with split(2, native.SPLIT_MIN_BYTES):  # the default on more than one core
+    with native.splitting(2):  # the default on more than one core
         calls = native.split_calls()
         got = output_bytes(build_outputs(rgb, depth, labels, intr, opts))
         assert native.split_calls() - calls == 2
