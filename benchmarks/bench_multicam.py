@@ -3,7 +3,8 @@
     python -m benchmarks.bench_multicam [--cameras 1,2,4] [--seconds 20] [--warmup 8]
         [--rate 10] [--size 640x480] [--param device:=cuda ...] [--repeat 1]
         [--multi-param NAME:=VALUE ...] [--separate-param NAME:=VALUE ...]
-        [--separate-env NAME=VALUE ...] [--append docs/benchmarks.md]
+        [--separate-env NAME=VALUE ...] [--env NAME=VALUE ...] [--outputs depth|all]
+        [--append docs/benchmarks.md]
 
 For each N both configurations run back to back (which goes first alternates with N), each with
 fresh node processes (`python -m xnet_ros.main`, the packaged demo model, torch on CPU, `lazy`,
@@ -20,7 +21,11 @@ configuration can be compared at its best.
 Both read the same topics, /bench/cam<i>/image: this process publishes N synthetic rgb8 cameras
 at `rate` Hz each (phases spread evenly over the period, header stamp = publication time) and
 subscribes to every camera's `depth` (so each processed frame builds and publishes a 32FC1
-image; raw subscriptions, nothing deserialised) and to the nodes' ~/stats. Measured over
+image; raw subscriptions, nothing deserialised) and to the nodes' ~/stats. `--outputs all`
+subscribes to every output of every camera instead (depth, depth/camera_info, labels, colours,
+points; the nodes get fallback intrinsics `fx`/`fy` 0.8 x width unless `--param` sets them), so
+the cameras' deliveries share the native kernels' helper thread; `--env` goes to every node
+(e.g. XNET_NATIVE_THREADS=1 for the A/B). Measured over
 `seconds` after `warmup`: processed frames/s of all cameras (~/stats messages of frames
 published in the window), the median end-to-end latency per camera (InferenceStats.total_ms:
 header stamp -> outputs published), the total RSS of the node processes at the end (VmRSS;
@@ -49,6 +54,8 @@ from xnet_ros.loopback import apply_loopback_dds
 CAMERAS, SECONDS, WARMUP, RATE, SIZE = (1, 2, 4), 20.0, 8.0, 10.0, (640, 480)
 START_TIMEOUT_S = 240.0
 CONFIGS = ("multi", "separate")
+OUTPUTS = {"depth": ("depth",),
+           "all": ("depth", "depth/camera_info", "semantic/labels", "semantic/color", "points")}
 
 
 # ------------------------------------------------------------------------------- processes
@@ -109,10 +116,11 @@ def stop_nodes(procs: list[subprocess.Popen]) -> None:
 class Cameras:
     """N cameras publishing, every depth and ~/stats subscribed."""
 
-    def __init__(self, rclpy: Any, context: Any, config: str, n: int, frames: list[Any]):
+    def __init__(self, rclpy: Any, context: Any, config: str, n: int, frames: list[Any],
+                 outputs: tuple[str, ...] = OUTPUTS["depth"]):
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from xnet_ros.msg import InferenceStats
 
         self.node = rclpy.create_node(f"bench_cameras_{config}{n}", context=context)
@@ -123,9 +131,11 @@ class Cameras:
         self.frames = frames
         self.image_pubs = [self.node.create_publisher(Image, f"/bench/{c}/image", reliable)
                            for c in self.cams]
-        self.depth = dict.fromkeys(self.cams, 0)
-        self.subs = [self.node.create_subscription(Image, f"/bench/{c}/depth", self._count(c),
-                                                   reliable, raw=True) for c in self.cams]
+        self.depth = dict.fromkeys(self.cams, 0)  # messages of any subscribed output
+        types = {"depth/camera_info": CameraInfo, "points": PointCloud2}
+        self.subs = [self.node.create_subscription(types.get(t, Image), f"/bench/{c}/{t}",
+                                                   self._count(c), reliable, raw=True)
+                     for c in self.cams for t in outputs]
         stats_topics = (["/bench/xnet_node/stats"] if config == "multi"
                         else [f"/bench/{c}/xnet_node/stats" for c in self.cams])
         self.stats: list[tuple[str, int, float]] = []  # (camera, stamp ns, total_ms)
@@ -203,7 +213,8 @@ def frame_messages(width: int, height: int, count: int = 4) -> list[Any]:
 
 def measure(rclpy: Any, config: str, n: int, seconds: float, warmup: float, rate: float,
             size: tuple[int, int], log_dir: Path, params: dict[str, str] | None = None,
-            log=print, env: dict[str, str] | None = None) -> dict[str, Any]:
+            log=print, env: dict[str, str] | None = None,
+            outputs: tuple[str, ...] = OUTPUTS["depth"]) -> dict[str, Any]:
     """One configuration: start, connect, warm up, measure, stop."""
     from rclpy.context import Context
 
@@ -212,7 +223,7 @@ def measure(rclpy: Any, config: str, n: int, seconds: float, warmup: float, rate
     context = Context()
     rclpy.init(args=[], context=context)  # not our command line: it has NAME:=VALUE too
     try:
-        cams = Cameras(rclpy, context, config, n, frame_messages(*size))
+        cams = Cameras(rclpy, context, config, n, frame_messages(*size), outputs)
         if not cams.spin_until(lambda: cams.connected() or any(p.poll() is not None
                                                                for p in procs),
                                START_TIMEOUT_S) or any(p.poll() is not None for p in procs):
@@ -239,7 +250,7 @@ def measure(rclpy: Any, config: str, n: int, seconds: float, warmup: float, rate
         "rss_mb": sum(m.get("VmRSS", float("nan")) for m in memory),
         "peak_rss_mb": sum(m.get("VmHWM", float("nan")) for m in memory),
         "cpu_ms_per_frame": 1e3 * cpu / len(window) if window else float("nan"),
-        "pre_infer_post_ms": "/".join(f"{v:.0f}" for v in parts),
+        "pre_infer_post_ms": "/".join(f"{v:.1f}" for v in parts),
         "load_before": load_before, "load_after": os.getloadavg()[0],
     }
     log(f"{row['name']}: {row['fps']:.1f} of {row['offered_fps']:.0f} frames/s, latency ms "
@@ -253,11 +264,16 @@ def measure(rclpy: Any, config: str, n: int, seconds: float, warmup: float, rate
 def run(cameras=CAMERAS, seconds: float = SECONDS, warmup: float = WARMUP, rate: float = RATE,
         size: tuple[int, int] = SIZE, params: dict[str, str] | None = None,
         log=print, repeat: int = 1, config_params: dict[str, dict[str, str]] | None = None,
-        config_env: dict[str, dict[str, str]] | None = None) -> list[dict]:
-    """Rows for both configurations of every N, `repeat` rounds (the order alternates).
+        config_env: dict[str, dict[str, str]] | None = None, outputs: str = "depth",
+        configs: tuple[str, ...] = CONFIGS) -> list[dict]:
+    """Rows for `configs` of every N, `repeat` rounds (the order alternates).
     `config_params` / `config_env`: per configuration ('multi', 'separate'), parameters on
-    top of `params` and environment variables of its nodes."""
+    top of `params` and environment variables of its nodes. `outputs`: a key of OUTPUTS."""
     config_params, config_env = config_params or {}, config_env or {}
+    topics = OUTPUTS[outputs]
+    if "points" in topics:
+        focal = str(0.8 * size[0])
+        params = {"fx": focal, "fy": focal, **(params or {})}
     apply_loopback_dds()  # before rclpy starts; the nodes inherit it
     import rclpy
 
@@ -265,11 +281,11 @@ def run(cameras=CAMERAS, seconds: float = SECONDS, warmup: float = WARMUP, rate:
     rows = []
     for r in range(repeat):
         for k, n in enumerate(cameras):
-            order = CONFIGS if (k + r) % 2 == 0 else CONFIGS[::-1]
+            order = configs if (k + r) % 2 == 0 else configs[::-1]
             for config in order:
                 row = measure(rclpy, config, n, seconds, warmup, rate, size, log_dir,
                               {**(params or {}), **config_params.get(config, {})}, log,
-                              config_env.get(config))
+                              config_env.get(config), topics)
                 rows.append({**row, "round": r + 1})
     return [{**r, "latency_ms": _latencies(r)} for r in rows]
 
@@ -343,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
                             help=f"a parameter of the {config} configuration's nodes only")
     parser.add_argument("--separate-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable of the single-camera nodes only")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of every node")
+    parser.add_argument("--outputs", choices=sorted(OUTPUTS), default="depth",
+                        help="the outputs subscribed on every camera")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated configurations to run (multi, separate)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of every pair; the verdict uses the medians")
     parser.add_argument("--append", help="append the table to this Markdown report")
@@ -351,18 +373,27 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(p.split(":=", 1) for p in args.param)
     config_params = {c: dict(p.split(":=", 1) for p in getattr(args, f"{c}_param"))
                      for c in CONFIGS}
-    config_env = {"separate": dict(e.split("=", 1) for e in args.separate_env)}
+    every = dict(e.split("=", 1) for e in args.env)
+    config_env = {"multi": every,
+                  "separate": {**every, **dict(e.split("=", 1) for e in args.separate_env)}}
+    configs = tuple(c for c in args.configs.split(",") if c)
+    unknown = set(configs) - set(CONFIGS)
+    if unknown or not configs:
+        parser.error(f"--configs: {','.join(sorted(unknown)) or 'none'}; choose from "
+                     + ", ".join(CONFIGS))
     rows = run([int(n) for n in args.cameras.split(",")], args.seconds, args.warmup,
                args.rate, (int(width), int(height)), params, repeat=max(1, args.repeat),
-               config_params=config_params, config_env=config_env)
+               config_params=config_params, config_env=config_env, outputs=args.outputs,
+               configs=configs)
     table, summary = markdown(rows), verdict(rows)
     print(table + ("\n\n" + summary if summary else ""))
     if args.append:
         from xnet_model.runtime.bench import append_report, report_section
 
         notes = (f"{args.size} rgb8 at {args.rate:g} Hz per camera for {args.seconds:g} s "
-                 f"after {args.warmup:g} s of warm-up; depth of every camera and ~/stats "
-                 "subscribed. " + summary)
+                 f"after {args.warmup:g} s of warm-up; "
+                 f"{'every output' if args.outputs == 'all' else 'depth'} of every camera "
+                 "and ~/stats subscribed. " + summary)
         command = "python -m benchmarks.bench_multicam " + " ".join(argv or sys.argv[1:])
         section = report_section("One multi-camera node vs one node per camera", table,
                                  command, notes)

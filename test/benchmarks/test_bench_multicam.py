@@ -76,3 +76,30 @@ def test_process_readers_and_node_command_lines(tmp_path, monkeypatch):
         ["-r", "__ns:=/bench/cam1", "-p", "log_period:=0.0"]]
     assert envs[0] == dict(os.environ)  # the benchmark's own environment (loopback DDS)
     assert [e["OMP_NUM_THREADS"] for e in envs[1:]] == ["1", "1"]
+
+
+def test_all_outputs_env_and_configs_reach_every_measurement(monkeypatch):
+    import benchmarks.bench_multicam as bench
+
+    calls = []
+
+    def fake_measure(rclpy, config, n, seconds, warmup, rate, size, log_dir, params, log, env,
+                     outputs):
+        calls.append((config, n, params, env, outputs))
+        return {**row(config, n, 10.0, 1000.0), "latency_ms": {"cam0": 70.0}}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "apply_loopback_dds", lambda: None)
+    assert bench.main(["--cameras", "4", "--outputs", "all", "--configs", "multi",
+                       "--env", "XNET_NATIVE_THREADS=1", "--param", "fy:=500",
+                       "--size", "1280x720"]) == 0
+    (config, n, params, env, outputs), = calls
+    assert (config, n) == ("multi", 4)
+    assert outputs == ("depth", "depth/camera_info", "semantic/labels", "semantic/color",
+                       "points")
+    assert params == {"fx": "1024.0", "fy": "500"}  # points need intrinsics; --param wins
+    assert env == {"XNET_NATIVE_THREADS": "1"}
+    calls.clear()
+    bench.main(["--cameras", "1", "--separate-env", "OMP_NUM_THREADS=1"])
+    assert [(c[0], c[2], c[3], c[4]) for c in calls] == [
+        ("multi", {}, {}, ("depth",)), ("separate", {}, {"OMP_NUM_THREADS": "1"}, ("depth",))]
